@@ -1,0 +1,489 @@
+"""Checkpoints: the native format (safetensors + JSON model card) and import of official checkpoints.
+
+Official FaPN-full / detectron2 checkpoints come as ``.pth`` (a dict with ``"model"``; read with
+``torch.load(weights_only=True)``) or detectron2 ``.pkl`` (a pickled dict of numpy arrays; read with a
+restricted unpickler that admits numpy arrays and plain containers only). Keys are mapped onto the native
+modules (:func:`detectron2_to_native`); missing, unexpected and mis-shaped keys are reported and a partial load
+is refused unless ``allow_partial=True``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .models.zoo import ModelConfig, build_from_config, count_parameters, get_model_config
+
+CARD_KEY = "fapn_card"
+FORMAT_VERSION = 1
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: refuse larger checkpoint files unless the caller raises the limit
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not match the model."""
+
+
+# ----------------------------------------------------------------------------------------------- key mapping
+_D2_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^backbone\.bottom_up\."), "backbone."),
+    (re.compile(r"^backbone\.fan_align(\d)\.lateral_conv\."), r"neck.align\1.lateral."),
+    (re.compile(r"^backbone\.fan_align(\d)\.offset\."), r"neck.align\1.offset."),
+    (re.compile(r"^backbone\.fan_align(\d)\.dcpack_L2\."), r"neck.align\1.dcn."),
+    (re.compile(r"^backbone\.fan_align(\d)\.(weight|bias)$"), r"neck.lateral\1.\2"),
+    (re.compile(r"^backbone\.fpn_lateral(\d)\."), r"neck.lateral\1."),
+    (re.compile(r"^backbone\.fpn_output(\d)\."), r"neck.output\1."),
+    (re.compile(r"^sem_seg_head\.coarse_sem_seg_head\."), "head.coarse_sem_seg_head."),
+    (re.compile(r"^sem_seg_head\.point_head\."), "head.point_head."),
+    (re.compile(r"^sem_seg_head\."), "head."),
+]
+_NATIVE_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^neck\.align(\d)\.lateral\."), r"backbone.fan_align\1.lateral_conv."),
+    (re.compile(r"^neck\.align(\d)\.offset\."), r"backbone.fan_align\1.offset."),
+    (re.compile(r"^neck\.align(\d)\.dcn\."), r"backbone.fan_align\1.dcpack_L2."),
+    (re.compile(r"^neck\.output(\d)\."), r"backbone.fpn_output\1."),
+    (re.compile(r"^head\.coarse_sem_seg_head\."), "sem_seg_head.coarse_sem_seg_head."),
+    (re.compile(r"^head\.point_head\."), "sem_seg_head.point_head."),
+    (re.compile(r"^head\."), "sem_seg_head."),
+    (re.compile(r"^backbone\."), "backbone.bottom_up."),
+]
+_IGNORED_D2_KEYS = {"pixel_mean", "pixel_std"}
+
+
+def detectron2_to_native(key: str) -> str | None:
+    """Native parameter name for a detectron2/FaPN-full state-dict key (``None`` for keys with no meaning here)."""
+    if key in _IGNORED_D2_KEYS:
+        return None
+    for pattern, repl in _D2_RULES:
+        if pattern.search(key):
+            return pattern.sub(repl, key, count=1)
+    return key
+
+
+def native_to_detectron2(key: str, neck: str) -> str:
+    """Inverse of :func:`detectron2_to_native` (``neck`` decides how ``neck.lateralL`` is spelled)."""
+    m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
+    if m:
+        return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"
+    for pattern, repl in _NATIVE_RULES:
+        if pattern.search(key):
+            return pattern.sub(repl, key, count=1)
+    return key
+
+
+# --------------------------------------------------------------------------------------------- safe reading
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy arrays/dtypes/scalars and plain containers; anything else is refused before it runs."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise CheckpointError(
+            f"refused to unpickle {module}.{name}: a detectron2 .pkl may only hold numpy arrays and plain "
+            "containers (this file could run code when loaded)"
+        )
+
+
+def _check_size(path: Path, max_bytes: int) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint is empty: {path}")
+    if size > max_bytes:
+        raise CheckpointError(f"checkpoint {path.name} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+
+
+def _to_tensor_dict(obj: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"{source}: state-dict key {k!r} is not a string")
+        if isinstance(v, torch.Tensor):
+            out[k] = v
+        elif isinstance(v, np.ndarray):
+            if v.dtype == object:
+                raise CheckpointError(f"{source}: entry {k!r} is an object array, not numbers")
+            out[k] = torch.from_numpy(np.ascontiguousarray(v))
+        elif isinstance(v, (int, float)) and k.endswith("num_batches_tracked"):
+            out[k] = torch.tensor(v)
+        else:
+            raise CheckpointError(f"{source}: entry {k!r} is a {type(v).__name__}, not a tensor or array")
+    return out
+
+
+def read_official_state_dict(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, torch.Tensor]:
+    """Read a detectron2 / FaPN-full checkpoint (``.pth``/``.pt`` or ``.pkl``) without running any code from it."""
+    p = Path(path)
+    _check_size(p, max_bytes)
+    data = p.read_bytes()
+    if p.suffix == ".pkl":
+        try:
+            obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+        except CheckpointError:
+            raise
+        except Exception as e:  # truncated/garbage pickles raise many different errors
+            raise CheckpointError(f"{p.name} is not a readable detectron2 .pkl checkpoint: {e}") from None
+    else:
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            detail = next((ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()), None)
+            if detail is None:
+                raise CheckpointError(f"{p.name} is not a readable PyTorch checkpoint (corrupt or not a "
+                                      "checkpoint)") from None
+            raise CheckpointError(
+                f"{p.name} holds objects other than tensors and plain containers; refused "
+                f"(loaded with weights_only=True): {detail}"
+            ) from None
+        except Exception as e:
+            raise CheckpointError(f"{p.name} is not a readable PyTorch checkpoint: {e}") from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{p.name}: expected a state dict (or a dict with 'model'), got {type(obj).__name__}")
+    return _to_tensor_dict(obj, p.name)
+
+
+# ------------------------------------------------------------------------------------------- config inference
+def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False) -> ModelConfig:
+    """Guess the :class:`ModelConfig` of a checkpoint from its key names and shapes."""
+    sd = dict(state_dict) if native else {
+        n: v for k, v in state_dict.items() if (n := detectron2_to_native(k)) is not None
+    }
+    keys = set(sd)
+
+    def shape(k: str) -> tuple[int, ...]:
+        if k not in sd:
+            raise CheckpointError(f"cannot infer the model: key {k!r} is missing")
+        return tuple(sd[k].shape)
+
+    if any(k.startswith("neck.align") for k in keys):
+        align_keys = [k for k in keys if k.startswith("neck.align")]
+        if any(".dcn.conv_offset_mask" in k for k in align_keys):
+            has_ref = any(re.match(r"neck\.align\d\.offset\.", k) for k in align_keys)
+            has_att = any(".lateral.conv_atten" in k for k in align_keys)
+            neck = "fapn" if has_ref and has_att else ("fam" if has_ref else "fam_noref_fsm")
+        else:
+            neck = "deconv_fsm"
+    elif any(k.startswith("neck.extra") for k in keys):
+        neck = "fpn_extra_conv"
+    elif any(k.startswith("neck.lateral2") for k in keys):
+        neck = "fpn"
+    else:
+        raise CheckpointError("cannot infer the model: no FPN or FaPN neck keys (fpn_lateral*/fan_align*) found")
+    n_res4 = len({k.split(".")[2] for k in keys if k.startswith("backbone.res4.")})
+    bottleneck = "backbone.res2.0.conv3.weight" in keys
+    depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, n_res4))
+    if depth is None:
+        raise CheckpointError(f"cannot infer the ResNet depth ({n_res4} res4 blocks, bottleneck={bottleneck})")
+    head = "pointrend" if any(k.startswith("head.point_head.") for k in keys) else "semfpn"
+    hp = "head.coarse_sem_seg_head." if head == "pointrend" else "head."
+    num_classes, head_dims = shape(hp + "predictor.weight")[:2]
+    frozen = "backbone.stem.conv1.norm.num_batches_tracked" not in keys
+    kwargs: dict[str, Any] = dict(
+        neck=neck, depth=depth, head=head, num_classes=num_classes, head_conv_dims=head_dims,
+        stem_out_channels=shape("backbone.stem.conv1.weight")[0],
+        res2_out_channels=shape("backbone.res2.0.conv1.weight")[0] if not bottleneck
+        else shape("backbone.res2.0.conv3.weight")[0],
+        neck_channels=shape("neck.output2.weight")[0],
+        backbone_norm="FrozenBN" if frozen else "BN",
+    )
+    if bottleneck:
+        kwargs["width_per_group"] = shape("backbone.res2.0.conv1.weight")[0]
+    else:
+        kwargs.update(stride_in_1x1=False)
+    if head == "pointrend":
+        kwargs["point_fc_dim"] = shape("head.point_head.fc1.weight")[0]
+        kwargs["point_num_fc"] = len({k for k in keys if re.match(r"head\.point_head\.fc\d+\.weight$", k)})
+    if neck in ("fapn", "fam", "fam_noref_fsm"):
+        raw = shape("neck.align2.dcn.conv_offset_mask.weight")[0]
+        kwargs["deformable_groups"] = raw // 27
+    base = get_model_config(f"{neck}_r{depth}_{head}")
+    return base.replace(**kwargs)
+
+
+def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelConfig:
+    """Native :class:`ModelConfig` from a detectron2 ``cfg.dump()`` (YAML path, text or loaded dict)."""
+    import yaml
+
+    if isinstance(cfg, (str, os.PathLike)) and Path(cfg).is_file():
+        cfg = yaml.safe_load(Path(cfg).read_text())
+    elif isinstance(cfg, str):
+        cfg = yaml.safe_load(cfg)
+    if not isinstance(cfg, Mapping) or "MODEL" not in cfg:
+        raise CheckpointError("not a detectron2 config dump: no MODEL section")
+    m = cfg["MODEL"]
+    arch = m.get("META_ARCHITECTURE")
+    if arch != "SemanticSegmentor":
+        raise CheckpointError(
+            f"only semantic segmentation configs are supported (META_ARCHITECTURE SemanticSegmentor); got {arch}"
+        )
+    builder = m["BACKBONE"]["NAME"]
+    necks = {"build_resnet_fan_backbone": "fapn", "build_resnet_fpn_backbone": "fpn"}
+    if builder not in necks:
+        raise CheckpointError(f"unsupported backbone builder {builder!r}; expected one of {sorted(necks)}")
+    if m.get("FPN", {}).get("NORM", "") != "":
+        raise CheckpointError(f"FPN.NORM {m['FPN']['NORM']!r} is not supported (official configs use '')")
+    r, s, ph = m["RESNETS"], m["SEM_SEG_HEAD"], m.get("POINT_HEAD", {})
+    heads = {"PointRendSemSegHead": "pointrend", "SemSegFPNHead": "semfpn"}
+    if s["NAME"] not in heads:
+        raise CheckpointError(f"unsupported SEM_SEG_HEAD.NAME {s['NAME']!r}; expected one of {sorted(heads)}")
+    head = heads[s["NAME"]]
+    depth = int(r["DEPTH"])
+    if depth not in (18, 34, 50, 101):
+        raise CheckpointError(f"unsupported ResNet depth {depth}")
+    kwargs: dict[str, Any] = dict(
+        neck=necks[builder], depth=depth, head=head, num_classes=int(s["NUM_CLASSES"]),
+        backbone_norm=r["NORM"], stride_in_1x1=bool(r["STRIDE_IN_1X1"]),
+        stem_out_channels=int(r["STEM_OUT_CHANNELS"]), res2_out_channels=int(r["RES2_OUT_CHANNELS"]),
+        width_per_group=int(r["WIDTH_PER_GROUP"]), num_groups=int(r["NUM_GROUPS"]),
+        res5_dilation=int(r["RES5_DILATION"]), neck_channels=int(m["FPN"]["OUT_CHANNELS"]),
+        head_conv_dims=int(s["CONVS_DIM"]), head_norm=s["NORM"], common_stride=int(s["COMMON_STRIDE"]),
+        ignore_index=int(s.get("IGNORE_VALUE", 255)),
+        pixel_mean=tuple(m["PIXEL_MEAN"]), pixel_std=tuple(m["PIXEL_STD"]),
+        input_format=cfg.get("INPUT", {}).get("FORMAT", "BGR"),
+    )
+    if head == "pointrend":
+        kwargs.update(
+            point_fc_dim=int(ph["FC_DIM"]), point_num_fc=int(ph["NUM_FC"]),
+            subdivision_steps=int(ph["SUBDIVISION_STEPS"]), subdivision_num_points=int(ph["SUBDIVISION_NUM_POINTS"]),
+            train_num_points=int(ph["TRAIN_NUM_POINTS"]), oversample_ratio=float(ph["OVERSAMPLE_RATIO"]),
+            importance_sample_ratio=float(ph["IMPORTANCE_SAMPLE_RATIO"]),
+        )
+        if int(ph["NUM_CLASSES"]) != kwargs["num_classes"]:
+            raise CheckpointError("POINT_HEAD.NUM_CLASSES differs from SEM_SEG_HEAD.NUM_CLASSES")
+    return ModelConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+@dataclass
+class LoadReport:
+    """What happened when a state dict was matched against a model."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    loaded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def summary(self, limit: int = 8) -> str:
+        parts = [f"{self.loaded} tensors loaded"]
+        for label, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                more = f" … (+{len(items) - limit})" if len(items) > limit else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+        if self.shape_mismatch:
+            shown = [f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.shape_mismatch[:limit]]
+            parts.append(f"{len(self.shape_mismatch)} shape mismatches: {'; '.join(shown)}")
+        return "; ".join(parts)
+
+
+def load_state_dict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, allow_partial: bool = False
+) -> LoadReport:
+    """Copy ``state_dict`` (native names) into ``model``; refuse anything but an exact match unless asked."""
+    target = model.state_dict()
+    report = LoadReport()
+    usable: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if k not in target:
+            report.unexpected.append(k)
+        elif tuple(v.shape) != tuple(target[k].shape):
+            report.shape_mismatch.append((k, tuple(v.shape), tuple(target[k].shape)))
+        else:
+            usable[k] = v
+    report.missing = [k for k in target if k not in state_dict and not k.endswith("num_batches_tracked")]
+    if not report.ok and not allow_partial:
+        raise CheckpointError(f"checkpoint does not match the model ({report.summary()}); "
+                              "pass allow_partial=True to load what matches")
+    with torch.no_grad():
+        for k, v in usable.items():
+            target[k].copy_(v.to(target[k].dtype))
+    report.loaded = len(usable)
+    return report
+
+
+def import_official(
+    path: str | os.PathLike,
+    *,
+    config: ModelConfig | str | os.PathLike | Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    dcn_impl: str = "auto",
+) -> tuple[torch.nn.Module, LoadReport]:
+    """Build the native model for an official checkpoint and load it.
+
+    ``config``: a :class:`ModelConfig`, a detectron2 config dump (path/dict) or ``None`` to infer from the keys.
+    """
+    raw = read_official_state_dict(path, max_bytes=max_bytes)
+    native = {n: v for k, v in raw.items() if (n := detectron2_to_native(k)) is not None}
+    if config is None:
+        cfg = infer_config(native, native=True)
+    elif isinstance(config, ModelConfig):
+        cfg = config
+    else:
+        cfg = config_from_detectron2(config)
+    model = build_from_config(cfg, dcn_impl=dcn_impl)
+    report = load_state_dict(model, native, allow_partial=allow_partial)
+    model.eval()
+    return model, report
+
+
+# ------------------------------------------------------------------------------------------- native format
+def make_card(model: torch.nn.Module, **fields: Any) -> dict[str, Any]:
+    """A model card: config, classes, palette, normalisation, training data, metrics and counts."""
+    cfg: ModelConfig = model.config
+    card: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "config": cfg.to_dict(),
+        "num_params": count_parameters(model),
+        "normalization": {"input_format": cfg.input_format, "pixel_mean": list(cfg.pixel_mean),
+                          "pixel_std": list(cfg.pixel_std)},
+        "classes": [f"class_{i}" for i in range(cfg.num_classes)],
+        "palette": None,
+        "training_data": None,
+        "metrics": {},
+    }
+    card.update(fields)
+    if len(card["classes"]) != cfg.num_classes:
+        raise ValueError(f"card lists {len(card['classes'])} classes, model has {cfg.num_classes}")
+    return card
+
+
+def save_native(
+    model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None, *, half: bool = False
+) -> Path:
+    """Write ``path`` (``.safetensors``, card embedded in its metadata) and ``path`` with ``.json`` (the card).
+
+    Written atomically (temporary file + rename), so an interrupted save leaves the previous file intact.
+    """
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    card = card or make_card(model)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v.clone()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(card, indent=2, sort_keys=False, default=_json_default)
+    for target, writer in ((p, lambda f: save_file(tensors, f, metadata={CARD_KEY: text})),
+                           (p.with_suffix(".json"), lambda f: Path(f).write_text(text + "\n"))):
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return p
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The model card embedded in a native ``.safetensors`` checkpoint."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{Path(path).name} is not a readable safetensors file: {e}") from None
+    if CARD_KEY not in meta:
+        raise CheckpointError(f"{Path(path).name} has no FaPN Lab model card (metadata key {CARD_KEY!r})")
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{Path(path).name}: model card is not valid JSON: {e}") from None
+    if not isinstance(card, dict) or "config" not in card:
+        raise CheckpointError(f"{Path(path).name}: model card has no 'config'")
+    return card
+
+
+def load_native(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_partial: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES, dcn_impl: str = "auto",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Model (eval mode, float32) and card from a native checkpoint."""
+    p = Path(path)
+    _check_size(p, max_bytes)
+    card = read_card(p)
+    cfg = ModelConfig.from_dict(card["config"])
+    model = build_from_config(cfg, dcn_impl=dcn_impl)
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(p), framework="pt") as f:
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    load_state_dict(model, tensors, allow_partial=allow_partial)
+    model.card = card
+    return model.to(device).eval(), card
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, config: Any = None, device: str | torch.device = "cpu",
+    allow_partial: bool = False, max_bytes: int = DEFAULT_MAX_BYTES, dcn_impl: str = "auto",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load any supported checkpoint (native ``.safetensors``, official ``.pth``/``.pkl``) → (model, card)."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        return load_native(p, device=device, allow_partial=allow_partial, max_bytes=max_bytes, dcn_impl=dcn_impl)
+    if p.suffix not in (".pth", ".pt", ".pkl"):
+        raise CheckpointError(f"unsupported checkpoint type {p.suffix!r}: use .safetensors, .pth, .pt or .pkl")
+    model, report = import_official(p, config=config, allow_partial=allow_partial, max_bytes=max_bytes,
+                                    dcn_impl=dcn_impl)
+    card = make_card(model, source={"file": p.name, "format": "detectron2", "load_report": report.summary()})
+    model.card = card
+    return model.to(device).eval(), card
+
+
+def convert(
+    src: str | os.PathLike, dst: str | os.PathLike, *, config: Any = None, allow_partial: bool = False,
+    half: bool = False, **card_fields: Any,
+) -> tuple[Path, LoadReport]:
+    """Official checkpoint → native safetensors + card (what ``fapn convert IN OUT`` runs)."""
+    model, report = import_official(src, config=config, allow_partial=allow_partial)
+    card = make_card(model, source={"file": Path(src).name, "format": "detectron2", "load_report": report.summary()},
+                     **card_fields)
+    return save_native(model, dst, card, half=half), report
+
+
+def export_detectron2_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Native state dict renamed to detectron2/FaPN-full keys (for round-trip tests and interop)."""
+    neck = model.config.neck
+    return {native_to_detectron2(k, neck): v for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}

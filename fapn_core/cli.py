@@ -1,0 +1,169 @@
+"""``fapn`` command line: ``fapn models``, ``fapn convert IN OUT``, ``fapn info CKPT`` …"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        _COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+@command("models")
+def _models(args: argparse.Namespace) -> int:
+    from .models.zoo import build_model, count_parameters, list_models
+
+    names = list_models(args.filter)
+    if not args.params:
+        print("\n".join(names))
+        return 0
+    print(f"{'model':32s} {'params (M)':>10s}")
+    for name in names:
+        print(f"{name:32s} {count_parameters(build_model(name)) / 1e6:10.3f}")
+    return 0
+
+
+@command("convert")
+def _convert(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError, convert
+
+    card_fields = {}
+    if args.classes:
+        card_fields["classes"] = [c.strip() for c in args.classes.split(",")]
+    try:
+        out, report = convert(args.input, args.output, config=args.config, allow_partial=args.allow_partial,
+                              half=args.half, **card_fields)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"fapn convert: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} and {out.with_suffix('.json')} ({report.summary()})")
+    return 0
+
+
+@command("info")
+def _info(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError, read_card
+
+    try:
+        card = read_card(args.checkpoint)
+    except CheckpointError as e:
+        print(f"fapn info: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def _pair(text: str, cast=int) -> tuple:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two values like 256x512, got {text!r}")
+    return tuple(cast(p) for p in parts)
+
+
+def _overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise SystemExit(f"fapn: --set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out_dir=args.out, val_data=args.val_data, steps=args.steps,
+        batch_size=args.batch_size, crop=args.crop, scale=args.scale, lr=args.lr, weight_decay=args.weight_decay,
+        warmup=args.warmup, seed=args.seed, workers=args.workers, threads=args.threads, device=args.device,
+        amp=not args.no_amp, eval_every=args.eval_every, val_images=args.val_images, ckpt_every=args.ckpt_every,
+        half=not args.fp32, model_overrides=_overrides(args.set),
+    )
+    path = train(cfg)
+    if path.exists():
+        print(f"wrote {path}")
+    return 0
+
+
+@command("make-synthetic")
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from .data.synthetic import write_synthetic
+
+    root = write_synthetic(args.out, args.n, seed=args.seed, size=args.size, split_name=args.split)
+    print(f"wrote {args.n} samples to {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fapn", description="FaPN Lab: FaPN vs FPN segmentation tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("models", help="list the registered model names")
+    m.add_argument("filter", nargs="?", default="", help="substring to filter names")
+    m.add_argument("--params", action="store_true", help="also build each model and print its parameter count")
+    c = sub.add_parser("convert", help="official detectron2/FaPN-full checkpoint (.pth/.pkl) → native safetensors")
+    c.add_argument("input")
+    c.add_argument("output", help="output .safetensors path (a .json model card is written beside it)")
+    c.add_argument("--config", help="detectron2 config dump (YAML) of the checkpoint; inferred from keys if absent")
+    c.add_argument("--classes", help="comma-separated class names for the model card")
+    c.add_argument("--allow-partial", action="store_true", help="load what matches instead of refusing")
+    c.add_argument("--half", action="store_true", help="store float tensors as float16")
+    i = sub.add_parser("info", help="print the model card of a native checkpoint")
+    i.add_argument("checkpoint")
+    t = sub.add_parser("train", help="train a model (CPU/CUDA; run under torchrun for DDP)")
+    t.add_argument("--model", required=True, help="registered model name, e.g. fapn_r18_semfpn")
+    t.add_argument("--data", required=True, help="dataset spec, e.g. synthetic:n=3000,seed=0 or folder:/path")
+    t.add_argument("--val-data", help="validation dataset spec")
+    t.add_argument("--out", required=True, help="run folder (resumes from its train_state.pt if present)")
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--batch-size", type=int, default=8, help="global batch size")
+    t.add_argument("--crop", type=_pair, default=(256, 256), help="training crop HxW")
+    t.add_argument("--scale", type=lambda s: _pair(s, float), default=(0.75, 1.5), help="scale jitter range, e.g. 0.75x1.5")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--warmup", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=1, help="data-loading worker processes")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    t.add_argument("--eval-every", type=int, default=250)
+    t.add_argument("--val-images", type=int, default=64)
+    t.add_argument("--ckpt-every", type=int, default=100)
+    t.add_argument("--fp32", action="store_true", help="store the final checkpoint in float32 (default float16)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config override, e.g. --set neck_channels=96 (repeatable)")
+    ms = sub.add_parser("make-synthetic", help="write the synthetic street benchmark as a folder dataset")
+    ms.add_argument("out")
+    ms.add_argument("--n", type=int, default=200)
+    ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument("--size", type=_pair, default=(256, 512), help="HxW")
+    ms.add_argument("--split", default="train", help="split name used in file names")
+    for extra in _EXTRA_PARSERS:
+        extra(sub)
+    return p
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""Training: one recipe for FPN and FaPN, CPU or CUDA (AMP), single process or ``torchrun`` (DDP).
+
+The batch schedule is a pure function of ``(seed, step)``: a resumed run sees exactly the batches and
+augmentations an uninterrupted run would have seen. Checkpoints are written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoints import make_card, save_native
+from .models.zoo import build_model, count_parameters
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    out_dir: str
+    val_data: str | None = None
+    steps: int = 1000
+    batch_size: int = 8  # global batch (split across DDP processes)
+    crop: tuple[int, int] = (256, 256)
+    scale: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    grad_clip: float = 5.0
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = None
+    device: str = "auto"
+    amp: bool = True  # used on CUDA only
+    eval_every: int = 250
+    val_images: int = 64
+    ckpt_every: int = 100
+    half: bool = True  # store the final native checkpoint in float16
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop"], d["scale"] = list(self.crop), list(self.scale)
+        return d
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+def augment(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator, crop: tuple[int, int],
+    scale: tuple[float, float], hflip: bool, ignore_index: int = 255,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale, random crop (padding with ignore), horizontal flip."""
+    s = float(rng.uniform(*scale))
+    if abs(s - 1.0) > 1e-3:
+        h, w = label.shape
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    ch, cw = crop
+    h, w = label.shape
+    if h < ch or w < cw:
+        ph, pw = max(0, ch - h), max(0, cw - w)
+        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=ignore_index)
+        h, w = label.shape
+    y0 = int(rng.integers(0, h - ch + 1))
+    x0 = int(rng.integers(0, w - cw + 1))
+    image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+    if hflip and rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+class _AugmentedItems(Dataset):
+    """``dataset[(index, seed)]`` → augmented (image CHW float tensor, label HW int64 tensor)."""
+
+    def __init__(self, dataset: Dataset, cfg: TrainConfig, ignore_index: int) -> None:
+        self.dataset, self.cfg, self.ignore_index = dataset, cfg, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        item = self.dataset[index]
+        label = np.asarray(item["label"]).astype(np.uint8 if self.ignore_index == 255 else np.int32)
+        image, label = augment(np.asarray(item["image"]), label, np.random.default_rng(seed), tuple(self.cfg.crop),
+                               tuple(self.cfg.scale), self.cfg.hflip, self.ignore_index)
+        return torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(label.astype(np.int64))
+
+
+class StepBatches:
+    """Batch sampler whose step ``s`` is a pure function of ``(seed, s)``: epochs are seeded permutations."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"batch size {global_batch} is not divisible by {world} processes")
+        if n < global_batch:
+            raise ValueError(f"dataset has {n} samples, fewer than one batch of {global_batch}")
+        self.n, self.batch, self.seed, self.start, self.stop = n, global_batch, seed, start, stop
+        self.rank, self.world = rank, world
+        self.per_epoch = n // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def indices(self, step: int) -> list[int]:
+        epoch, pos = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return [int(i) for i in perm[pos * self.batch:(pos + 1) * self.batch]]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.stop):
+            idx = self.indices(step)
+            mine = list(range(self.rank, self.batch, self.world))
+            yield [(idx[j], int(np.random.default_rng([self.seed, step, j]).integers(2**31))) for j in mine]
+
+
+def _collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then poly (power 0.9) decay to zero."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (1 - min(progress, 1.0)) ** 0.9
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@torch.inference_mode()
+def evaluate_miou(model: torch.nn.Module, dataset: Dataset, num_classes: int, limit: int,
+                  device: torch.device, ignore_index: int = 255) -> dict[str, float]:
+    """mIoU and pixel accuracy of ``model`` on the first ``limit`` images (full resolution)."""
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for i in range(min(limit, len(dataset))):
+        item = dataset[i]
+        pred = model.predict(np.asarray(item["image"])).argmax(0).cpu()
+        gt = torch.as_tensor(np.asarray(item["label"]).astype(np.int64))
+        keep = gt != ignore_index
+        cm += torch.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes ** 2).view(num_classes, -1)
+    model.train(was_training)
+    tp = cm.diag().double()
+    union = cm.sum(0).double() + cm.sum(1).double() - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    return {"mIoU": float(np.nanmean(iou.numpy()) * 100), "pixel_acc": float(tp.sum() / cm.sum().clamp_min(1) * 100)}
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+# --------------------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train ``cfg.model`` on ``cfg.data``; returns the final native checkpoint path (rank 0).
+
+    ``stop_after``: leave after that many steps of this call (for tests of interruption/resume).
+    """
+    from .data import open_dataset
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rank, world, local_rank = _dist_info()
+    device = resolve_device(cfg.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set = open_dataset(cfg.data)
+    val_set = open_dataset(cfg.val_data) if cfg.val_data else None
+    num_classes = int(train_set.num_classes)
+    ignore_index = int(getattr(train_set, "ignore_index", 255))
+
+    torch.manual_seed(cfg.seed)
+    overrides = dict(cfg.model_overrides)
+    overrides.setdefault("backbone_norm", "BN")
+    model = build_model(cfg.model, num_classes=num_classes, ignore_index=ignore_index, **overrides).to(device)
+    if world > 1 and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    start, elapsed, history = 0, 0.0, []
+    state_path = out / STATE_FILE
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["config"]["model"] != cfg.model or state["config"]["data"] != cfg.data:
+            raise ValueError(f"{state_path} belongs to another run ({state['config']['model']} on "
+                             f"{state['config']['data']}); use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start, elapsed = int(state["step"]), float(state["elapsed"])
+        history = json.loads(state["history"])
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world)
+    loader = DataLoader(_AugmentedItems(train_set, cfg, ignore_index), batch_sampler=sampler,
+                        num_workers=cfg.workers, collate_fn=_collate, persistent_workers=False)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.model}", unit="step", dynamic_ncols=True)
+
+    def save_state(step: int) -> None:
+        if rank != 0:
+            return
+        atomic_torch_save({
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "elapsed": elapsed, "config": cfg.to_dict(), "history": json.dumps(history),
+        }, state_path)
+
+    model.train()
+    step = start
+    t_last = time.perf_counter()
+    for images, targets in loader:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+            losses = ddp_model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        now = time.perf_counter()
+        elapsed += now - t_last
+        t_last = now
+        record: dict[str, Any] = {"step": step, "loss": round(loss.item(), 5), "lr": lr_at(step - 1, cfg),
+                                  "elapsed_s": round(elapsed, 1)}
+        if val_set is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            record["val"] = evaluate_miou(model, val_set, num_classes, cfg.val_images, device, ignore_index)
+            t_last = time.perf_counter()  # evaluation time is not training time
+        history.append(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", **({"val_mIoU": f"{record['val']['mIoU']:.1f}"}
+                                                           if "val" in record else {}))
+            bar.update(1)
+        if rank == 0:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if step % cfg.ckpt_every == 0 or step == stop:
+            save_state(step)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    final = out / f"{cfg.model}.safetensors"
+    if step >= cfg.steps and rank == 0:
+        vals = [h["val"] for h in history if "val" in h]
+        classes = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
+        palette = getattr(train_set, "palette", None)
+        card = make_card(
+            model, classes=classes,
+            palette=np.asarray(palette).tolist() if palette is not None else None,
+            training_data=cfg.data,
+            metrics={"val": vals[-1], "val_data": cfg.val_data, "val_images": cfg.val_images} if vals else {},
+            recipe=cfg.to_dict(),
+            training={"steps": step, "wall_time_s": round(elapsed, 1), "hardware": hardware_description(device),
+                      "processes": world, "torch": torch.__version__,
+                      "final_loss": history[-1]["loss"] if history else None},
+            num_params=count_parameters(model),
+        )
+        save_native(model.cpu(), final, card, half=cfg.half)
+    return final

@@ -1,0 +1,168 @@
+"""Backbones, necks, heads and the Segmentor: shapes, variants, training and inference contracts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fapn_core.models.backbones import build_resnet
+from fapn_core.models.layers import FrozenBatchNorm2d
+from fapn_core.models.necks import NECKS, FeatureSelection
+from fapn_core.models.zoo import build_model, count_parameters, get_model_config, list_models
+
+# The seed's ablation table (R50 unless noted), in millions.
+PAPER_PARAMS_M = {
+    "fpn": 28.6, "fpn_extra_conv": 33.4, "fam": 31.7, "fam_se": 33.1, "fapn": 33.1,
+    "deconv_fsm": 32.7, "fam_noref_fsm": 32.7,
+}
+
+
+@pytest.mark.parametrize("depth,channels", [(18, [64, 128, 256, 512]), (34, [64, 128, 256, 512]),
+                                            (50, [256, 512, 1024, 2048]), (101, [256, 512, 1024, 2048])])
+def test_resnet_outputs_and_strides(depth, channels):
+    net = build_resnet(depth, norm="BN")
+    shapes = net.output_shape()
+    assert [s.channels for s in shapes.values()] == channels
+    assert [s.stride for s in shapes.values()] == [4, 8, 16, 32]
+    with torch.no_grad():
+        out = net.eval()(torch.randn(1, 3, 64, 96))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        f"res{i + 2}": (1, c, 64 // s, 96 // s) for i, (c, s) in enumerate(zip(channels, [4, 8, 16, 32]))
+    }
+
+
+def test_resnet_parameter_counts_match_known_values():
+    # torchvision resnet18/50 trunks without fc: 11,176,512 and 23,508,032 (stride placement changes no count)
+    assert count_parameters(build_resnet(18, norm="BN")) == 11_176_512
+    assert count_parameters(build_resnet(50, norm="BN")) == 23_508_032
+    # with FrozenBN the affine parameters become buffers: 23,454,912 (official manifest's bottom_up)
+    assert count_parameters(build_resnet(50, norm="FrozenBN")) == 23_454_912
+
+
+def test_stride_in_1x1_places_the_stride():
+    a = build_resnet(50, stride_in_1x1=True)
+    b = build_resnet(50, stride_in_1x1=False)
+    assert a.res3[0].conv1.stride == (2, 2) and a.res3[0].conv2.stride == (1, 1)
+    assert b.res3[0].conv1.stride == (1, 1) and b.res3[0].conv2.stride == (2, 2)
+
+
+def test_frozen_bn_matches_eval_batchnorm_and_is_not_trained():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(8).eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+    fbn = FrozenBatchNorm2d(8)
+    for k in ("weight", "bias", "running_mean", "running_var"):
+        getattr(fbn, k).copy_(getattr(bn, k).detach())
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    torch.testing.assert_close(fbn(x), bn(x))
+    with torch.no_grad():
+        torch.testing.assert_close(fbn(x), bn(x))
+    assert list(fbn.parameters()) == []
+
+
+def test_fsm_attention_is_sigmoid_of_pooled_projection():
+    torch.manual_seed(0)
+    fsm = FeatureSelection(4, 3)
+    x = torch.randn(1, 4, 3, 5)
+    pooled = x.mean(dim=(2, 3))  # (1, 4)
+    att = torch.sigmoid(pooled @ fsm.conv_atten.weight.view(4, 4).T).view(1, 4, 1, 1)
+    torch.testing.assert_close(fsm.attention(x), att)
+    expected = torch.einsum("oc,bchw->bohw", fsm.conv.weight.view(3, 4), x + x * att)
+    torch.testing.assert_close(fsm(x), expected)
+
+
+def test_registry_names_and_errors():
+    names = list_models()
+    assert len(names) == len(NECKS) * 4 * 2
+    assert "fapn_r50_pointrend" in names and "fpn_r18_semfpn" in names
+    with pytest.raises(KeyError, match="unknown model"):
+        build_model("fapn_r51_pointrend")
+    with pytest.raises(TypeError, match="unknown model option"):
+        build_model("fpn_r18_semfpn", neck_chanels=64)
+    cfg = get_model_config("fapn_r18_semfpn", num_classes=7, neck_channels=64)
+    assert cfg.name == "fapn_r18_semfpn" and cfg.num_classes == 7
+
+
+@pytest.mark.parametrize("neck", NECKS)
+@pytest.mark.parametrize("backbone", ["r18", "r50"])
+def test_every_neck_variant_trains_and_infers(neck, backbone):
+    torch.manual_seed(0)
+    model = build_model(f"{neck}_{backbone}_semfpn", num_classes=5, backbone_norm="BN",
+                        neck_channels=32, head_conv_dims=32)
+    images = torch.randint(0, 256, (2, 3, 64, 96)).float()
+    targets = torch.randint(0, 5, (2, 64, 96))
+    targets[:, :4] = 255
+    model.train()
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    missing = [n for n, g in grads.items() if g is None]
+    # zero-initialised offset predictors still receive gradients through the DCN's bilinear sampling
+    assert missing == [], missing
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    assert logits.shape == (2, 5, 64, 96)
+
+
+@pytest.mark.parametrize("neck", NECKS)
+def test_r50_parameter_counts_near_the_paper(neck):
+    count = count_parameters(build_model(f"{neck}_r50_pointrend"))
+    tolerance = 0.15 if neck == "deconv_fsm" else 0.1  # see README: the paper's deconv details are unspecified
+    assert abs(count / 1e6 - PAPER_PARAMS_M[neck]) <= tolerance, count
+
+
+def test_pointrend_training_and_subdivision_inference():
+    torch.manual_seed(0)
+    model = build_model("fapn_r18_pointrend", num_classes=4, neck_channels=32, head_conv_dims=32,
+                        point_fc_dim=16, train_num_points=64, subdivision_num_points=100)
+    images = torch.randint(0, 256, (2, 3, 64, 64)).float()
+    model.train()
+    losses = model(images, torch.randint(0, 4, (2, 64, 64)))
+    assert set(losses) == {"loss_sem_seg", "loss_sem_seg_point"}
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_features(images)
+        logits, coarse, steps = model.head.inference(feats)
+    assert coarse.shape == (2, 4, 16, 16) and logits.shape == (2, 4, 64, 64)
+    assert [s.point_indices.shape for s in steps] == [(2, 100), (2, 100)]
+
+
+@pytest.mark.parametrize("size", [(61, 83), (64, 64), (1, 1), (33, 100)])
+def test_predict_pads_and_crops_to_input_size(size):
+    model = build_model("fpn_r18_semfpn", num_classes=3, neck_channels=16, head_conv_dims=64).eval()
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    logits = model.predict(image)
+    assert logits.shape == (3, *size) and logits.dtype == torch.float32
+
+
+def test_bgr_model_flips_channels_and_normalises():
+    model = build_model("fapn_r50_pointrend")
+    assert model.input_format == "BGR"
+    rgb = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)
+    x = model.normalize(rgb)
+    expected = torch.tensor([30 - 103.53, 20 - 116.28, 10 - 123.675]).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, expected)
+    with pytest.raises(ValueError, match="RGB"):
+        model.normalize(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="H×W×3"):
+        model.predict(np.zeros((8, 8), np.uint8))
+
+
+def test_padding_does_not_change_predictions_inside_the_image():
+    """Zero padding after normalisation (detectron2 ImageList) is what the crop removes."""
+    torch.manual_seed(0)
+    model = build_model("fapn_r18_semfpn", num_classes=3, neck_channels=16, head_conv_dims=32).eval()
+    image = torch.randint(0, 256, (1, 3, 64, 64)).float()
+    with torch.no_grad():
+        a = model(image)
+        padded = model.neck(model.backbone(model.pad(model.normalize(image))))
+        b = model.head(padded)[..., :64, :64]
+    torch.testing.assert_close(a, b)
