@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -108,6 +109,35 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoints import CheckpointError
+    from .data import open_dataset
+    from .evaluate import evaluate, load_models
+    from .train import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(args.device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", "0")))
+    try:
+        models = load_models(args.models, device=str(device))
+        dataset = open_dataset(args.data)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"fapn evaluate: {e}", file=sys.stderr)
+        return 2
+    report = evaluate(models, dataset, args.out, limit=args.limit, amp=args.amp)
+    if report is not None:
+        print((Path(args.out) / "tables.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fapn", description="FaPN Lab: FaPN vs FPN segmentation tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--size", type=_pair, default=(256, 512), help="HxW")
     ms.add_argument("--split", default="train", help="split name used in file names")
+    e = sub.add_parser("evaluate", help="every metric over a dataset for one or more models (first = baseline)")
+    e.add_argument("--models", nargs="+", required=True, help="bundled model names or checkpoint paths")
+    e.add_argument("--data", required=True, help="dataset spec (see fapn train --help)")
+    e.add_argument("--out", required=True, help="output folder (resumes if it holds an unfinished run)")
+    e.add_argument("--limit", type=int, help="only the first N images")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    e.add_argument("--threads", type=int, help="torch CPU threads")
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return p

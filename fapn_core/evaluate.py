@@ -1,0 +1,316 @@
+"""Dataset evaluation of several models with every metric of :mod:`fapn_core.metrics`.
+
+The first model is the baseline ("A"); each other model is compared with it image by image (``compare``),
+and counts are summed over the dataset (never per-image means). Results are appended per image as they are
+computed; an interrupted run resumes from its last snapshot without recomputing finished images. Unreadable
+samples are skipped and reported. Under ``torchrun`` each process takes every ``world``-th image and rank 0
+merges the counts, which gives the same numbers as one process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoints import resolve_model
+from .metrics import ComparisonAccumulator, compare
+from .metrics.compare import DatasetComparison
+from .models.zoo import count_parameters
+from .train import atomic_torch_save  # noqa: F401  (kept for API symmetry)
+
+STATE_FILE = "eval_state.json"
+PER_IMAGE_FILE = "per_image.jsonl"
+SKIPPED_FILE = "skipped.jsonl"
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    model: torch.nn.Module
+    card: dict[str, Any]
+
+    @property
+    def num_params(self) -> int:
+        return count_parameters(self.model)
+
+
+@dataclass
+class EvaluationReport:
+    """Dataset-level results: per model summaries, per pair comparisons, and the seed-shaped tables."""
+
+    labels: list[str]
+    n_images: int
+    skipped: list[dict[str, Any]]
+    comparisons: dict[str, DatasetComparison]  # "<baseline>__vs__<model>" → comparison
+    params: dict[str, int]
+    seconds: float
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def model_result(self, label: str):
+        first = next(iter(self.comparisons.values()))
+        if label == self.labels[0]:
+            return first.a
+        return self.comparisons[f"{self.labels[0]}__vs__{label}"].b
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(100.0 * float(x), 2)
+
+
+def build_tables(report: EvaluationReport) -> dict[str, list[dict[str, Any]]]:
+    """The seed's ablation (params + mIoU), boundary (3/5/8/12 px + mean) and small-object tables."""
+    ablation, boundary, objects = [], [], []
+    first = next(iter(report.comparisons.values()))
+    for label in report.labels:
+        r = report.model_result(label)
+        ablation.append({"method": label, "params_M": round(report.params[label] / 1e6, 2),
+                         "mIoU": _pct(r.miou), "pixel_acc": _pct(r.pixel_accuracy), "iIoU": _pct(r.iiou.mean),
+                         "boundary_IoU": _pct(r.boundary_iou.mean), "boundary_F": _pct(r.boundary_f.mean_f)})
+        row = {"method": label}
+        for w, m in zip(r.band.widths, r.band.miou):
+            row[f"{w}px"] = _pct(m)
+        row["mean"] = _pct(r.band.mean_miou)
+        boundary.append(row)
+        comp = first if label == report.labels[0] else report.comparisons[f"{report.labels[0]}__vs__{label}"]
+        side = "a" if label == report.labels[0] else "b"
+        orow: dict[str, Any] = {"method": label}
+        for size in ("small", "medium", "large", "all"):
+            s = comp.object_summary.get(size)
+            if s is None:
+                continue
+            orow[f"{size}_n"] = s.n_objects
+            orow[f"{size}_hit"] = _pct(getattr(s, f"hit_rate_{side}"))
+            orow[f"{size}_IoU"] = _pct(getattr(s, f"mean_iou_{side}"))
+        orow["iIoU"] = _pct(r.iiou.mean)
+        objects.append(orow)
+    return {"ablation": ablation, "boundary": boundary, "small_objects": objects}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == "method" else "---:" for c in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(report: EvaluationReport, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tables = report.tables
+    for name, rows in tables.items():
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            if rows:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    summary = {
+        "models": report.labels, "n_images": report.n_images, "skipped": report.skipped,
+        "params": report.params, "seconds": round(report.seconds, 1), "tables": tables,
+        "comparisons": {k: {"summary": v.summary(), "fix_break": {
+            "fixed": v.fix_break.fixed, "broken": v.fix_break.broken, "net": v.fix_break.net},
+            "objects_recovered": len(v.recovered_objects()), "objects_lost": len(v.lost_objects())}
+            for k, v in report.comparisons.items()},
+    }
+    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    md = [f"# Evaluation: {', '.join(report.labels)}", "",
+          f"{report.n_images} images, {len(report.skipped)} skipped, {report.seconds:.0f} s.", ""]
+    for title, key in (("Ablation (params + mIoU, %)", "ablation"), ("Boundary band mIoU (%)", "boundary"),
+                       ("Small objects (hit rate and mean IoU by COCO size bin, %)", "small_objects")):
+        md += [f"## {title}", "", markdown_table(tables[key]), ""]
+    _atomic_write_text(out / "tables.md", "\n".join(md))
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def evaluate(
+    models: Sequence[ModelEntry],
+    dataset,
+    out_dir: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    amp: bool = False,
+    progress: bool | Callable[[int, int], None] = True,
+    snapshot_every: int = 10,
+    deadline_s: float | None = None,
+    cancel: Callable[[], bool] | None = None,
+    thing_classes: Sequence[int] | None = None,
+) -> EvaluationReport:
+    """Evaluate ``models`` (first = baseline) on ``dataset``; writes per-image JSONL, CSV/JSON/Markdown tables.
+
+    ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``. ``deadline_s``/``cancel`` stop
+    early with a snapshot (call again to resume). Raises ``ValueError`` on class-count mismatches.
+    """
+    if not models:
+        raise ValueError("no models to evaluate")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must be unique, got {labels}")
+    num_classes = int(dataset.num_classes)
+    for m in models:
+        if m.model.num_classes != num_classes:
+            raise ValueError(f"model {m.label} predicts {m.model.num_classes} classes, "
+                             f"the dataset has {num_classes}")
+    rank, world = _dist()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shard = out if world == 1 else out / f"rank{rank}"
+    shard.mkdir(parents=True, exist_ok=True)
+    n_total = len(dataset) if limit is None else min(limit, len(dataset))
+    mine = list(range(rank, n_total, world))
+    pairs = [(labels[0], lab) for lab in labels[1:]] or [(labels[0], labels[0])]
+    names = list(getattr(dataset, "class_names", [])) or None
+    things = thing_classes if thing_classes is not None else getattr(dataset, "thing_classes", None)
+    accs = {f"{a}__vs__{b}": ComparisonAccumulator(num_classes, class_names=names) for a, b in pairs}
+    done: set[int] = set()
+    skipped: list[dict[str, Any]] = []
+    elapsed = 0.0
+    state_path = shard / STATE_FILE
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        if state["models"] != labels or state["n_total"] != n_total:
+            raise ValueError(f"{state_path} belongs to another evaluation ({state['models']}, "
+                             f"{state['n_total']} images); use another output folder")
+        for k, acc in accs.items():
+            acc.load_state_dict(state["accumulators"][k])
+        done, skipped, elapsed = set(state["done"]), state["skipped"], float(state["elapsed"])
+        _truncate_jsonl(shard / PER_IMAGE_FILE, done)
+    todo = [i for i in mine if i not in done and i not in {s["index"] for s in skipped}]
+
+    def snapshot() -> None:
+        _atomic_write_text(state_path, json.dumps({
+            "models": labels, "n_total": n_total, "done": sorted(done), "skipped": skipped, "elapsed": elapsed,
+            "accumulators": {k: a.state_dict() for k, a in accs.items()},
+        }))
+
+    bar = None
+    if progress is True and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="evaluate", unit="img", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    stopped_early = False
+    with open(shard / PER_IMAGE_FILE, "a") as per_image:
+        for count, index in enumerate(todo):
+            if (deadline_s is not None and time.perf_counter() - t0 > deadline_s) or (cancel and cancel()):
+                stopped_early = True
+                break
+            try:
+                item = dataset[index]
+                image, gt = np.asarray(item["image"]), np.asarray(item["label"])
+            except Exception as e:  # unreadable sample: report and go on
+                skipped.append({"index": index, "error": f"{type(e).__name__}: {e}"})
+                with open(shard / SKIPPED_FILE, "a") as f:
+                    f.write(json.dumps(skipped[-1]) + "\n")
+                continue
+            name = str(item.get("name", index))
+            preds, latency = {}, {}
+            for m in models:
+                t = time.perf_counter()
+                preds[m.label] = m.model.predict(image, amp=amp).argmax(0).cpu().numpy().astype(np.int64)
+                latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
+            record: dict[str, Any] = {"index": index, "image": name, "latency_ms": latency, "pairs": {}}
+            inst = item.get("instances")
+            for (a, b), (key, acc) in zip(pairs, accs.items()):
+                res = compare(gt, preds[a], preds[b], num_classes, instances=inst, class_names=names,
+                              thing_classes=things, keep_maps=False, image=name)
+                acc.add(res, image=name)
+                record["pairs"][key] = {"summary": res.summary(), "fixed": res.fix_break.fixed,
+                                        "broken": res.fix_break.broken,
+                                        "recovered": len(res.recovered_objects()), "lost": len(res.lost_objects())}
+            per_image.write(json.dumps(record) + "\n")
+            per_image.flush()
+            done.add(index)
+            if (count + 1) % snapshot_every == 0:
+                elapsed_now = elapsed + time.perf_counter() - t0
+                elapsed, t0 = elapsed_now, time.perf_counter()
+                snapshot()
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress):
+                progress(len(done), len(mine))
+    elapsed += time.perf_counter() - t0
+    snapshot()
+    if bar is not None:
+        bar.close()
+    if stopped_early:
+        raise EvaluationInterrupted(f"stopped after {len(done)} of {len(mine)} images; run again to resume",
+                                    done=len(done), total=len(mine))
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, {"acc": {k: a.state_dict() for k, a in accs.items()},
+                                          "skipped": skipped, "elapsed": elapsed})
+        if rank != 0:
+            return None  # type: ignore[return-value]
+        merged = {k: ComparisonAccumulator(num_classes, class_names=names) for k in accs}
+        skipped, elapsed = [], 0.0
+        for g in gathered:
+            for k, st in g["acc"].items():
+                part = ComparisonAccumulator(num_classes, class_names=names)
+                part.load_state_dict(st)
+                merged[k].merge(part)
+            skipped += g["skipped"]
+            elapsed = max(elapsed, g["elapsed"])
+        accs = merged
+    for acc in accs.values():  # order-independent object lists (same output for any process count)
+        acc.objects.sort(key=lambda r: (str(r.image), r.object_id))
+    comparisons = {k: acc.result() for k, acc in accs.items()}
+    report = EvaluationReport(labels, sum(a.n_images for a in accs.values()) // len(accs), skipped, comparisons,
+                              {m.label: m.num_params for m in models}, elapsed)
+    report.tables = build_tables(report)
+    write_outputs(report, out)
+    return report
+
+
+class EvaluationInterrupted(RuntimeError):
+    """Raised when a deadline or cancel request stops an evaluation early (its state is saved)."""
+
+    def __init__(self, message: str, *, done: int, total: int) -> None:
+        super().__init__(message)
+        self.done, self.total = done, total
+
+
+def _truncate_jsonl(path: Path, keep: set[int]) -> None:
+    """Drop per-image lines written after the last snapshot (they will be recomputed)."""
+    if not path.is_file():
+        return
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["index"] in keep:
+                lines.append(line)
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut by the interruption
+    _atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def load_models(specs: Sequence[str], *, device: str = "cpu") -> list[ModelEntry]:
+    """Model entries from names of bundled models or checkpoint paths (labels: card name or file stem)."""
+    entries: list[ModelEntry] = []
+    for spec in specs:
+        model, card = resolve_model(spec, device=device)
+        label = card.get("name", Path(spec).stem)
+        if label in {e.label for e in entries}:
+            label = Path(spec).stem
+        entries.append(ModelEntry(label, model, card))
+    return entries

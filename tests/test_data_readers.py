@@ -1,0 +1,246 @@
+"""Folder / Cityscapes / ADE20K readers, open_dataset specs, palettes and error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fapn_core.data import (
+    ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, SYNTHETIC_PALETTE, colorize,
+)
+from fapn_core.data.ade20k import ADE20KDataset
+from fapn_core.data.cityscapes import CityscapesDataset
+from fapn_core.data.datasets import FolderDataset, SyntheticDataset
+from fapn_core.data.palettes import generic_palette
+from fapn_core.data.registry import open_dataset
+
+H, W = 6, 8
+
+
+def _img(seed: int = 0, h: int = H, w: int = W) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _save_rgb(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), rgb[..., ::-1])
+
+
+def _save_ids(path: Path, ids: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), ids)
+
+
+def _grid(values: list[int], dtype=np.uint8) -> np.ndarray:
+    """H x W map whose first len(values) pixels are ``values`` and the rest repeat the last one."""
+    flat = np.full(H * W, values[-1], dtype)
+    flat[: len(values)] = values
+    return flat.reshape(H, W)
+
+
+# --------------------------------------------------------------------------- folder
+def _folder(tmp_path: Path, meta: bool = True) -> Path:
+    root = tmp_path / "ds"
+    _save_rgb(root / "images" / "a.png", _img(0))
+    _save_rgb(root / "images" / "b.jpg", _img(1))
+    _save_ids(root / "labels" / "a.png", _grid([0, 1, 2, 255]))
+    _save_ids(root / "labels" / "b.png", _grid([2, 2, 1]))
+    _save_ids(root / "instances" / "a.png", _grid([0, 300, 300, 0], np.uint16))
+    if meta:
+        (root / "dataset.json").write_text(json.dumps({"class_names": ["x", "y", "z"],
+                                                       "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}))
+    return root
+
+
+def test_folder_reads_images_labels_instances(tmp_path) -> None:
+    ds = FolderDataset(_folder(tmp_path))
+    assert len(ds) == 2 and ds.class_names == ("x", "y", "z") and ds.num_classes == 3 and ds.ignore_index == 255
+    assert ds.palette.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    a, b = ds[0], ds[1]
+    assert a["name"] == "a" and b["name"] == "b"
+    assert np.array_equal(a["image"], _img(0)) and a["image"].dtype == np.uint8
+    assert b["image"].shape == (H, W, 3)  # jpg: lossy, check shape only
+    assert a["label"].dtype == np.int64 and a["label"].ravel()[:4].tolist() == [0, 1, 2, 255]
+    assert a["instances"].dtype == np.int32 and a["instances"].ravel()[:4].tolist() == [0, 300, 300, 0]
+    assert not b["instances"].any()  # no instance file -> zeros
+
+
+def test_folder_without_metadata_infers_classes(tmp_path) -> None:
+    ds = FolderDataset(_folder(tmp_path, meta=False))
+    assert ds.class_names == ("class_0", "class_1", "class_2")
+    assert ds.palette.shape == (3, 3)
+    assert FolderDataset(_folder(tmp_path, meta=False), num_classes=5).num_classes == 5
+
+
+def test_folder_labels_optional_only_when_asked(tmp_path) -> None:
+    root = _folder(tmp_path)
+    (root / "labels" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing label file .*labels/b\.png for image .*images/b\.jpg"):
+        FolderDataset(root)
+    ds = FolderDataset(root, require_labels=False)
+    assert (ds[1]["label"] == 255).all() and ds[1]["label"].shape == (H, W)
+
+
+def test_folder_wrong_layout(tmp_path) -> None:
+    (tmp_path / "pics").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"images is not a folder: expected <root>/images/.*found in .*: pics/"):
+        FolderDataset(tmp_path)
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+        FolderDataset(tmp_path / "nope")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"no image files in .*images .*found: notes\.txt"):
+        FolderDataset(tmp_path)
+
+
+def test_folder_label_values_outside_classes(tmp_path) -> None:
+    root = _folder(tmp_path)
+    _save_ids(root / "labels" / "b.png", _grid([2, 7, 9, 1]))
+    ds = FolderDataset(root)
+    ds[0]
+    with pytest.raises(ValueError, match=r"label file .*labels/b\.png has values \[7, 9\] outside the 3 classes"):
+        ds[1]
+
+
+def test_folder_unreadable_image(tmp_path) -> None:
+    root = _folder(tmp_path)
+    (root / "images" / "b.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(ValueError, match=r"unreadable image: .*images/b\.jpg"):
+        FolderDataset(root)[1]
+
+
+def test_folder_rgb_label_and_size_mismatch(tmp_path) -> None:
+    root = _folder(tmp_path)
+    _save_rgb(root / "labels" / "a.png", _img(3))
+    with pytest.raises(ValueError, match=r"labels/a\.png has mode 'RGB': expected a single-channel PNG"):
+        FolderDataset(root)[0]
+    _save_ids(root / "labels" / "a.png", np.zeros((H + 1, W), np.uint8))
+    with pytest.raises(ValueError, match=r"size mismatch: image .*a\.png is 8x6 but .*labels/a\.png is 8x7"):
+        FolderDataset(root)[0]
+
+
+def test_folder_palette_png_labels(tmp_path) -> None:
+    root = _folder(tmp_path)
+    im = Image.fromarray(_grid([1, 0, 2]), mode="P")
+    im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
+    im.save(root / "labels" / "a.png")
+    assert FolderDataset(root)[0]["label"].ravel()[:3].tolist() == [1, 0, 2]
+
+
+# --------------------------------------------------------------------------- cityscapes
+def _cityscapes(tmp_path: Path) -> Path:
+    root = tmp_path / "cityscapes"
+    img = root / "leftImg8bit" / "val" / "aachen"
+    gt = root / "gtFine" / "val" / "aachen"
+    # labelIds: road, sidewalk, car, unlabeled, person, bicycle, caravan(ignored), sky
+    _save_rgb(img / "aachen_000000_000019_leftImg8bit.png", _img(0))
+    _save_ids(gt / "aachen_000000_000019_gtFine_labelIds.png", _grid([7, 8, 26, 0, 24, 33, 29, 23]))
+    _save_ids(gt / "aachen_000000_000019_gtFine_instanceIds.png",
+              _grid([7, 8, 26001, 0, 24000, 33002, 29001, 23], np.uint16))
+    _save_rgb(img / "aachen_000001_000019_leftImg8bit.png", _img(1))
+    _save_ids(gt / "aachen_000001_000019_gtFine_labelIds.png", _grid([7]))
+    _save_ids(gt / "aachen_000001_000019_gtFine_labelTrainIds.png", _grid([18, 255, 5]))
+    _save_rgb(root / "leftImg8bit" / "val" / "bonn" / "bonn_000000_000019_leftImg8bit.png", _img(2))
+    _save_ids(root / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_labelIds.png", _grid([21]))
+    return root
+
+
+def test_cityscapes_train_ids_and_instances(tmp_path) -> None:
+    ds = CityscapesDataset(_cityscapes(tmp_path), "val")
+    assert len(ds) == 3 and ds.num_classes == 19 and ds.class_names == CITYSCAPES_CLASSES
+    a = ds[0]
+    assert a["name"] == "aachen_000000_000019"
+    assert np.array_equal(a["image"], _img(0))
+    assert a["label"].ravel()[:8].tolist() == [0, 1, 13, 255, 11, 18, 255, 10]
+    assert a["instances"].ravel()[:8].tolist() == [0, 0, 26001, 0, 24000, 33002, 0, 0]
+    assert ds[1]["label"].ravel()[:3].tolist() == [18, 255, 5]  # labelTrainIds file preferred
+    assert (ds[2]["label"] == 8).all() and ds[2]["name"] == "bonn_000000_000019"
+
+
+def test_cityscapes_errors(tmp_path) -> None:
+    root = _cityscapes(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"expected .*leftImg8bit/train/<city>/\*_leftImg8bit\.png.*found in"):
+        CityscapesDataset(root, "train")
+    _save_ids(root / "gtFine/val/bonn/bonn_000000_000019_gtFine_labelIds.png", _grid([21, 40, 99]))
+    with pytest.raises(ValueError, match=r"bonn_000000_000019_gtFine_labelIds\.png has values \[40, 99\] that are not"):
+        CityscapesDataset(root, "val")[2]
+    (root / "gtFine/val/bonn/bonn_000000_000019_gtFine_labelIds.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing label file .*bonn_000000_000019_gtFine_labelIds\.png"):
+        CityscapesDataset(root, "val")
+
+
+# --------------------------------------------------------------------------- ade20k
+def _ade(tmp_path: Path) -> Path:
+    base = tmp_path / "ade" / "ADEChallengeData2016"
+    for split, stem in (("validation", "ADE_val_00000001"), ("training", "ADE_train_00000001")):
+        _save_rgb(base / "images" / split / f"{stem}.jpg", _img(5))
+        _save_ids(base / "annotations" / split / f"{stem}.png", _grid([0, 1, 150, 13, 7]))
+    return tmp_path / "ade"
+
+
+def test_ade20k_reduce_zero_label(tmp_path) -> None:
+    root = _ade(tmp_path)
+    ds = ADE20KDataset(root, "validation")
+    assert len(ds) == 1 and ds.num_classes == 150 and ds.class_names[:3] == ("wall", "building", "sky")
+    d = ds[0]
+    assert d["name"] == "ADE_val_00000001" and d["image"].shape == (H, W, 3)
+    assert d["label"].ravel()[:5].tolist() == [255, 0, 149, 12, 6]
+    assert not d["instances"].any()
+    assert ADE20KDataset(root / "ADEChallengeData2016", "train")[0]["name"] == "ADE_train_00000001"
+
+
+def test_ade20k_errors(tmp_path) -> None:
+    root = _ade(tmp_path)
+    lab = root / "ADEChallengeData2016/annotations/validation/ADE_val_00000001.png"
+    _save_ids(lab, _grid([0, 151, 200]))
+    with pytest.raises(ValueError, match=r"ADE_val_00000001\.png has values \[151, 200\] outside the ADE20K ids"):
+        ADE20KDataset(root, "val")[0]
+    lab.unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing label file .*annotations/validation/ADE_val_00000001\.png"):
+        ADE20KDataset(root, "val")
+    with pytest.raises(FileNotFoundError, match=r"ADE20K images not found .*expected ADEChallengeData2016/images"):
+        ADE20KDataset(tmp_path / "elsewhere", "val")
+    with pytest.raises(ValueError, match="unknown ADE20K split 'test'"):
+        ADE20KDataset(root, "test")
+
+
+# --------------------------------------------------------------------------- open_dataset
+def test_open_dataset_specs(tmp_path) -> None:
+    s = open_dataset("synthetic:n=5,seed=1,size=64x96")
+    assert isinstance(s, SyntheticDataset) and len(s) == 5 and s.seed == 1 and s.size == (64, 96)
+    assert len(open_dataset("synthetic")) == 200
+    assert len(open_dataset(f"folder:{_folder(tmp_path)}")) == 2
+    assert len(open_dataset(f"cityscapes:{_cityscapes(tmp_path)}:val")) == 3
+    assert len(open_dataset(f"cityscapes:{tmp_path / 'cityscapes'}")) == 3  # default split val
+    assert open_dataset(f"ade20k:{_ade(tmp_path)}:training")[0]["name"] == "ADE_train_00000001"
+    assert len(open_dataset(f"ade20k:{tmp_path / 'ade'}")) == 1
+
+
+def test_open_dataset_bad_specs() -> None:
+    with pytest.raises(ValueError, match=r"unknown kind 'coco'; expected one of: synthetic.*folder:.*cityscapes:.*ade20k:"):
+        open_dataset("coco:/data")
+    with pytest.raises(ValueError, match=r"cannot parse 'depth=3'"):
+        open_dataset("synthetic:n=3,depth=3")
+    with pytest.raises(ValueError, match="missing root path"):
+        open_dataset("folder:")
+
+
+# --------------------------------------------------------------------------- palettes
+def test_palettes_and_colorize() -> None:
+    assert len(CITYSCAPES_CLASSES) == 19 and CITYSCAPES_PALETTE.shape == (19, 3)
+    assert len(ADE20K_CLASSES) == 150 and ADE20K_PALETTE.shape == (150, 3)
+    assert len(set(ADE20K_CLASSES)) == 150
+    assert CITYSCAPES_PALETTE[0].tolist() == [128, 64, 128] and ADE20K_PALETTE[149].tolist() == [92, 0, 255]
+    lab = np.array([[0, 1], [255, 9]])
+    out = colorize(lab, SYNTHETIC_PALETTE, ignore_color=(1, 2, 3))
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    assert out[0, 0].tolist() == SYNTHETIC_PALETTE[0].tolist() and out[1, 1].tolist() == SYNTHETIC_PALETTE[9].tolist()
+    assert out[1, 0].tolist() == [1, 2, 3]
+    assert colorize(np.array([[-1, 10]]), SYNTHETIC_PALETTE)[0].tolist() == [[0, 0, 0], [0, 0, 0]]
+    g = generic_palette(40)
+    assert len({tuple(c) for c in g.tolist()}) == 40

@@ -1,0 +1,138 @@
+"""Dataset evaluation: numbers against an independent computation, resume, skipping, and DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fapn_core.checkpoints import make_card, save_native
+from fapn_core.data import open_dataset
+from fapn_core.evaluate import EvaluationInterrupted, ModelEntry, evaluate, load_models
+from fapn_core.metrics import confusion_matrix, iou_from_confusion
+from fapn_core.models.zoo import build_model
+
+DATA = "synthetic:n=6,seed=5,size=64x128"
+
+
+def _models(tmp_path: Path) -> list[str]:
+    paths = []
+    for i, name in enumerate(("fpn_r18_semfpn", "fapn_r18_semfpn")):
+        torch.manual_seed(i)
+        m = build_model(name, num_classes=10, neck_channels=32, head_conv_dims=64).eval()
+        with torch.no_grad():  # make predictions vary across classes (a fresh head predicts one class)
+            m.head.predictor.bias.copy_(torch.linspace(-1, 1, 10))
+        p = save_native(m, tmp_path / f"{name}.safetensors", make_card(m))
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model_paths(tmp_path_factory):
+    return _models(tmp_path_factory.mktemp("models"))
+
+
+def test_tables_match_an_independent_confusion(tmp_path, model_paths):
+    models = load_models(model_paths)
+    data = open_dataset(DATA)
+    report = evaluate(models, data, tmp_path / "eval", progress=False)
+    assert report.labels == ["fpn_r18_semfpn", "fapn_r18_semfpn"] and report.n_images == 6
+    for entry in models:
+        cm = np.zeros((10, 10), np.int64)
+        for i in range(len(data)):
+            item = data[i]
+            pred = entry.model.predict(item["image"]).argmax(0).numpy()
+            cm += confusion_matrix(item["label"], pred, 10)
+        miou = np.nanmean(iou_from_confusion(cm))
+        row = next(r for r in report.tables["ablation"] if r["method"] == entry.label)
+        assert row["mIoU"] == pytest.approx(100 * miou, abs=0.01)
+        assert row["params_M"] == pytest.approx(entry.num_params / 1e6, abs=0.01)
+    out = tmp_path / "eval"
+    assert {p.name for p in out.iterdir()} >= {"per_image.jsonl", "summary.json", "tables.md", "ablation.csv",
+                                              "boundary.csv", "small_objects.csv"}
+    lines = (out / "per_image.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["index"] for ln in lines] == list(range(6))
+    assert "| method | 3px | 5px | 8px | 12px | mean |" in (out / "tables.md").read_text()
+
+
+def test_interrupted_evaluation_resumes_without_recomputing(tmp_path, model_paths):
+    models = load_models(model_paths)
+    data = open_dataset(DATA)
+    full = evaluate(models, data, tmp_path / "full", progress=False)
+    calls = {"n": 0}
+
+    def cancel_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(EvaluationInterrupted, match="stopped after 3 of 6"):
+        evaluate(models, data, tmp_path / "part", progress=False, snapshot_every=2, cancel=cancel_after_three)
+    # a line written after the last snapshot but before the stop is dropped and recomputed on resume
+    seen = []
+
+    class Spy:
+        def __init__(self, ds):
+            self.ds, self.num_classes, self.class_names = ds, ds.num_classes, ds.class_names
+            self.thing_classes = ds.thing_classes
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            seen.append(i)
+            return self.ds[i]
+
+    resumed = evaluate(models, Spy(data), tmp_path / "part", progress=False)
+    assert seen == [3, 4, 5]
+    assert resumed.tables == full.tables
+    lines = (tmp_path / "part" / "per_image.jsonl").read_text().splitlines()
+    assert sorted(json.loads(ln)["index"] for ln in lines) == list(range(6))
+
+
+def test_unreadable_samples_are_skipped_and_reported(tmp_path, model_paths):
+    models = load_models(model_paths)
+    data = open_dataset(DATA)
+
+    class Flaky:
+        num_classes, class_names, thing_classes = data.num_classes, data.class_names, data.thing_classes
+
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise OSError("broken PNG: images/x.png")
+            return data[i]
+
+    report = evaluate(models, Flaky(), tmp_path / "e", progress=False)
+    assert report.n_images == 5
+    assert report.skipped == [{"index": 2, "error": "OSError: broken PNG: images/x.png"}]
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["skipped"][0]["index"] == 2
+
+
+def test_class_count_mismatch_is_refused(tmp_path):
+    m = build_model("fpn_r18_semfpn", num_classes=3, neck_channels=32, head_conv_dims=64).eval()
+    with pytest.raises(ValueError, match="predicts 3 classes, the dataset has 10"):
+        evaluate([ModelEntry("m", m, {})], open_dataset(DATA), tmp_path, progress=False)
+
+
+def test_torchrun_two_processes_give_the_same_numbers(tmp_path, model_paths):
+    single = tmp_path / "single"
+    cmd = [sys.executable, "-m", "fapn_core.cli", "evaluate", "--models", *model_paths, "--data", DATA,
+           "--threads", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([*cmd, "--out", str(single)], check=True, capture_output=True, env=env, timeout=300)
+    ddp = tmp_path / "ddp"
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "fapn_core.cli", *cmd[3:], "--out", str(ddp)]
+    subprocess.run(run, check=True, capture_output=True, env=env, timeout=300)
+    a = json.loads((single / "summary.json").read_text())
+    b = json.loads((ddp / "summary.json").read_text())
+    assert a["tables"] == b["tables"] and a["n_images"] == b["n_images"] == 6
+    assert a["comparisons"] == b["comparisons"]
