@@ -1,4 +1,4 @@
-"""FaPN Lab — Streamlit entry point (``streamlit run app/main.py``)."""
+"""FaPN Lab — Streamlit entry point: ``streamlit run app/main.py`` (see README for the one-command start)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,26 @@ from pathlib import Path
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (str(ROOT),):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from app import state  # noqa: E402
 
 st.set_page_config(page_title="FaPN Lab", page_icon="🧭", layout="wide")
 
+PAGE_DIR = ROOT / "pages"
 PAGES = [
-    st.Page(str(ROOT / "pages" / "models.py"), title="Models", icon="🧱", default=True),
+    st.Page(str(PAGE_DIR / "compare.py"), title="Compare", icon="🆚", default=True),
+    st.Page(str(PAGE_DIR / "offsets.py"), title="Offsets (FAM)", icon="🧭"),
+    st.Page(str(PAGE_DIR / "channels.py"), title="Channels (FSM)", icon="🎚️"),
+    st.Page(str(PAGE_DIR / "boundaries.py"), title="Boundaries", icon="〰️"),
+    st.Page(str(PAGE_DIR / "small_objects.py"), title="Small objects", icon="🔎"),
+    st.Page(str(PAGE_DIR / "attribution.py"), title="Attribution", icon="🔥"),
+    st.Page(str(PAGE_DIR / "dataset.py"), title="Dataset", icon="🗂️"),
+    st.Page(str(PAGE_DIR / "models.py"), title="Models & speed", icon="⏱️"),
+    st.Page(str(PAGE_DIR / "about.py"), title="About", icon="📖"),
 ]
-st.navigation(PAGES).run()
+nav = st.navigation(PAGES)
+state.build_context()
+nav.run()

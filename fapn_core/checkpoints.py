@@ -402,6 +402,7 @@ def save_native(
         os.close(fd)
         try:
             writer(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are meant to be shared
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

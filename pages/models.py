@@ -1,30 +1,72 @@
-"""Models page: the registry of named configurations and their parameter counts per module."""
+"""Models & speed: parameters per module, FLOPs, measured latency of A and B on this device, the ratio."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+import torch
 
-from fapn_core.models.zoo import build_model, count_parameters, list_models
+from app import state, ui
+from fapn_core.bench import count_flops, interleaved_medians
+from fapn_core.models.zoo import count_parameters
 
-st.title("Models")
-st.caption("Every registered configuration: `<neck>_<backbone>_<head>`. Counts are computed from the built modules.")
+
+@st.cache_data(max_entries=32, show_spinner="Counting FLOPs …")
+def flops_of(key: str, hw: tuple[int, int], _model) -> dict[str, int]:
+    return count_flops(_model, hw)
 
 
-@st.cache_data(show_spinner="Counting parameters …")
-def parameter_table(pattern: str) -> pd.DataFrame:
+def module_table(handle) -> pd.DataFrame:
+    model = handle.model
     rows = []
-    for name in list_models(pattern):
-        model = build_model(name)
-        rows.append({
-            "model": name,
-            "backbone (M)": count_parameters(model, "backbone.") / 1e6,
-            "neck (M)": count_parameters(model, "neck.") / 1e6,
-            "head (M)": count_parameters(model, "head.") / 1e6,
-            "total (M)": count_parameters(model) / 1e6,
-        })
+    for part in ("backbone", "neck", "head"):
+        module = getattr(model, part)
+        for name, child in module.named_children():
+            n = sum(p.numel() for p in child.parameters())
+            if n:
+                rows.append({"part": part, "module": name, "params (M)": n / 1e6})
     return pd.DataFrame(rows)
 
 
-pattern = st.text_input("Filter", value="r50_pointrend")
-st.dataframe(parameter_table(pattern), hide_index=True, width="stretch")
+ctx = state.context()
+st.title("Models & speed")
+if ctx.a is None or ctx.b is None:
+    state.require_ready(ctx)
+    st.stop()
+name_a, name_b = ui.names(ctx)
+hw = tuple(ctx.image.shape[:2]) if ctx.image is not None else (512, 1024)
+cols = st.columns(2)
+fl = {}
+for col, tag, handle, name in ((cols[0], "A", ctx.a, name_a), (cols[1], "B", ctx.b, name_b)):
+    with col:
+        st.subheader(f"{tag} · {name}")
+        fl[tag] = flops_of(handle.key, hw, handle.model)
+        total = count_parameters(handle.model)
+        st.metric("parameters", f"{total / 1e6:.2f} M")
+        st.metric(f"GFLOPs at {hw[1]}×{hw[0]}", f"{fl[tag]['total'] / 1e9:.1f}")
+        st.dataframe(pd.DataFrame([{"part": p, "params (M)": count_parameters(handle.model, p + ".") / 1e6,
+                                    "GFLOPs": fl[tag][p] / 1e9} for p in ("backbone", "neck", "head")]).round(3),
+                     hide_index=True, width="stretch")
+        with st.expander("parameters per module"):
+            st.dataframe(module_table(handle).round(4), hide_index=True, width="stretch")
+st.subheader(f"Latency on {ctx.device} at {hw[1]}×{hw[0]}")
+repeats = st.slider("repeats", 1, 10, 3, key="lat_repeats")
+if st.button("Measure latency (A and B interleaved)", key="measure"):
+    x = torch.randint(0, 256, (1, 3, *hw), dtype=torch.float32, device=ctx.a.device)
+    with st.spinner("Timing …"):
+        def run(handle):
+            def go():
+                with handle.lock, torch.inference_mode():
+                    handle.model(x)
+            return go
+        lat = interleaved_medians({"A": run(ctx.a), "B": run(ctx.b)}, repeats,
+                                  device=torch.device(ctx.a.device))
+    st.session_state["latency"] = (hw, lat)
+if "latency" in st.session_state and st.session_state["latency"][0] == hw:
+    lat = st.session_state["latency"][1]
+    c = st.columns(4)
+    c[0].metric("A latency", f"{1000 * lat['A']:.0f} ms")
+    c[1].metric("B latency", f"{1000 * lat['B']:.0f} ms")
+    c[2].metric("latency ratio B/A", f"{lat['B'] / lat['A']:.2f}×")
+    c[3].metric("FLOPs ratio B/A", f"{fl['B']['total'] / fl['A']['total']:.2f}×")
+    st.caption("Medians of interleaved runs in this server process; other users' work on the same machine adds noise.")

@@ -1,21 +1,162 @@
-"""Streamlit pages render with AppTest and show the library's numbers."""
+"""Every page renders with AppTest (defaults and an uploaded image + GT) and shows the library's numbers."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from fapn_core.models.zoo import build_model, count_parameters
+from fapn_core.checkpoints import bundled_models
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "main.py"
+PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+
+pytestmark = pytest.mark.skipif(
+    not {"fpn_r18_semfpn", "fapn_r18_semfpn"} <= set(bundled_models()),
+    reason="bundled models missing from assets/models (scripts/train_bundled.sh makes them)",
+)
 
 
-def test_models_page_renders_parameter_table():
+def _app():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    return AppTest.from_file(str(APP), default_timeout=180)
+
+
+def _no_errors(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_defaults(page):
+    at = _app().run()
+    at.switch_page(f"../pages/{page}.py").run()
+    _no_errors(at)
+    assert at.title[0].value  # every page has a title
+
+
+def test_compare_page_numbers_equal_the_library():
+    from fapn_core.checkpoints import load_checkpoint
+    from fapn_core.io import decode_label, read_image_file
+    from fapn_core.metrics import compare
+
+    at = _app().run()
+    _no_errors(at)
+    # default sample: synthetic_00 with its GT
+    folder = ROOT / "assets" / "samples"
+    image = read_image_file(folder / "synthetic_00.png").rgb
+    gt = decode_label((folder / "synthetic_00_label.png").read_bytes())
+    preds = []
+    for name in ("fpn_r18_semfpn", "fapn_r18_semfpn"):
+        model, _ = load_checkpoint(bundled_models()[name])
+        preds.append(model.predict(image).argmax(0).numpy())
+    res = compare(gt, preds[0], preds[1], 10)
+    table = at.dataframe[0].value
+    np.testing.assert_allclose(table["IoU A (%)"].to_numpy(dtype=float), np.round(100 * res.a.iou, 2), atol=0.011,
+                               equal_nan=True)
+    np.testing.assert_allclose(table["IoU B (%)"].to_numpy(dtype=float), np.round(100 * res.b.iou, 2), atol=0.011,
+                               equal_nan=True)
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _upload_image(at, name: str, data: bytes, gt: bytes | None = None):
+    at.radio(key="img_src").set_value("Upload image").run()
+    at.file_uploader(key="img_upload").upload(name, data, "image/png").run()
+    if gt is not None:
+        at.file_uploader(key="gt_upload").upload("gt.png", gt, "image/png").run()
+    return at
+
+
+def _sample_upload() -> tuple[bytes, bytes, np.ndarray]:
+    folder = ROOT / "assets" / "samples"
+    image = (folder / "synthetic_03.png").read_bytes()
+    gt_bytes = (folder / "synthetic_03_label.png").read_bytes()
+    gt = np.asarray(Image.open(io.BytesIO(gt_bytes)))
+    return image, gt_bytes, gt
+
+
+@pytest.mark.parametrize("page", ["compare", "offsets", "channels", "boundaries", "small_objects", "models"])
+def test_pages_render_with_an_uploaded_image_and_gt(page):
+    image, gt_bytes, _ = _sample_upload()
+    at = _upload_image(_app().run(), "street.png", image, gt_bytes)
+    at.switch_page(f"../pages/{page}.py").run()
+    _no_errors(at)
+
+
+def test_uploaded_gt_drives_the_boundary_table():
+    from fapn_core.checkpoints import load_checkpoint
+    from fapn_core.io import decode_image
+    from fapn_core.metrics import compare
+
+    image_bytes, gt_bytes, gt = _sample_upload()
+    at = _upload_image(_app().run(), "street.png", image_bytes, gt_bytes)
+    at.switch_page("../pages/boundaries.py").run()
+    _no_errors(at)
+    image = decode_image(image_bytes).rgb
+    preds = [load_checkpoint(bundled_models()[n])[0].predict(image).argmax(0).numpy()
+             for n in ("fpn_r18_semfpn", "fapn_r18_semfpn")]
+    res = compare(gt, preds[0], preds[1], 10)
+    table = at.dataframe[0].value
+    assert table["3px"].iloc[0] == pytest.approx(round(100 * res.a.band.miou[0], 2), abs=0.011)
+    assert table["mean"].iloc[1] == pytest.approx(round(100 * res.b.band.mean_miou, 2), abs=0.011)
+
+
+def _header_only_png(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("notes.png", b"this is text, not a picture", "not an image"),
+    ("cut.jpg", None, "truncated or corrupt"),
+    ("bomb.png", _header_only_png(20000, 20000), "MP limit"),
+])
+def test_bad_image_uploads_show_a_message_and_the_app_keeps_working(name, data, message):
+    if data is None:
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)).save(buf, "JPEG")
+        data = buf.getvalue()[:1500]
+    at = _upload_image(_app().run(), name, data)
     assert not at.exception
-    df = at.dataframe[0].value
-    row = df[df["model"] == "fapn_r50_pointrend"].iloc[0]
-    assert row["total (M)"] == pytest.approx(count_parameters(build_model("fapn_r50_pointrend")) / 1e6)
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    # the same session goes on working with a good image
+    at.radio(key="img_src").set_value("Sample gallery").run()
+    _no_errors(at)
+    assert at.dataframe  # compare page with the sample's GT table
+
+
+@pytest.mark.parametrize("gt,message", [
+    (np.zeros((10, 12), np.uint8), "must match"),
+    (np.full((256, 512), 42, np.uint8), "class ids 42 outside 0..9"),
+    (np.zeros((256, 512, 3), np.uint8) + np.array([128, 64, 128], np.uint8), "colour image"),
+])
+def test_bad_ground_truth_is_explained(gt, message):
+    image, _, _ = _sample_upload()
+    at = _upload_image(_app().run(), "street.png", image, _png_bytes(gt))
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert at.image  # predictions still shown
+
+
+def test_random_checkpoint_upload_is_refused_clearly():
+    at = _app().run()
+    at.radio(key="src_a").set_value("Upload checkpoint").run()
+    at.file_uploader(key="upload_a").upload("weights.pth", np.random.default_rng(0).bytes(5000)).run()
+    assert not at.exception
+    assert any("not a readable PyTorch checkpoint" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("Choose models A and B" in i.value for i in at.info)

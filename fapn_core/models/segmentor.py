@@ -91,7 +91,8 @@ class Segmentor(nn.Module):
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"image must be H×W×3 RGB; got shape {image.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            arr = np.ascontiguousarray(image)
+            x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)
         else:
             x = image
         x = x.unsqueeze(0).to(self.device, torch.float32)

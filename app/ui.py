@@ -1,0 +1,48 @@
+"""Small UI helpers shared by pages (layout only; all computation comes from fapn_core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fapn_core.viz import class_legend, legend_figure, to_png_bytes
+
+
+def legend(labels: list[np.ndarray], palette: np.ndarray, class_names: list[str]) -> None:
+    entries = class_legend(labels, palette, class_names)
+    if entries:
+        st.plotly_chart(legend_figure(entries), config={"displayModeBar": False}, key=f"legend_{id(labels)}")
+
+
+def download_png(label: str, rgb: np.ndarray, file_name: str, key: str) -> None:
+    st.download_button(label, to_png_bytes(rgb), file_name=file_name, mime="image/png", key=key)
+
+
+def label_png(labels: np.ndarray) -> bytes:
+    """Class ids as a single-channel PNG (what users feed back as ground truth)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
+    return buf.tobytes()
+
+
+def per_class_table(class_names: list[str], iou_a: np.ndarray, iou_b: np.ndarray, label_a: str,
+                    label_b: str) -> pd.DataFrame:
+    df = pd.DataFrame({"class": class_names, f"IoU {label_a} (%)": 100 * np.asarray(iou_a, float),
+                       f"IoU {label_b} (%)": 100 * np.asarray(iou_b, float)})
+    df["Δ (B−A)"] = df.iloc[:, 2] - df.iloc[:, 1]
+    return df.round(2)
+
+
+def names(ctx) -> tuple[str, str]:
+    return ctx.a.card.get("name", ctx.a.label), ctx.b.card.get("name", ctx.b.label)
+
+
+def diverging(m: np.ndarray) -> np.ndarray:
+    """Map values in [-1, 1] to blue (negative) – white (0) – red (positive), RGB uint8."""
+    m = np.clip(np.asarray(m, np.float32), -1.0, 1.0)[..., None]
+    white = np.array([255, 255, 255], np.float32)
+    red, blue = np.array([200, 30, 30], np.float32), np.array([30, 70, 200], np.float32)
+    out = np.where(m >= 0, white + (red - white) * m, white + (blue - white) * (-m))
+    return out.astype(np.uint8)

@@ -1,0 +1,86 @@
+"""Dataset: evaluate A and B over a dataset (resumable), with the seed's tables and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import state, ui
+from fapn_core.data import open_dataset
+from fapn_core.evaluate import EvaluationInterrupted, ModelEntry, evaluate
+
+RUNS = Path(__file__).resolve().parents[1] / "runs" / "app_eval"
+
+ctx = state.context()
+st.title("Dataset evaluation")
+st.caption("Every metric over a dataset, A as the baseline. Counts are summed over images (never per-image means). "
+           "Results are written per image as they come; an interrupted run continues where it stopped.")
+if ctx.a is None or ctx.b is None:
+    state.require_ready(ctx)
+    st.stop()
+kind = st.selectbox("Dataset", ["Synthetic test split (seed 2, held out)", "Folder (images/ + labels/)",
+                                "Cityscapes root", "ADE20K root"], key="ds_kind")
+limit = st.number_input("Images (first N)", 1, 100000, 20, key="ds_limit")
+if kind.startswith("Synthetic"):
+    spec = f"synthetic:n={int(limit)},seed=2,size=256x512"
+else:
+    if not state.ALLOW_LOCAL_PATHS:
+        st.error("Server paths are disabled on this server (FAPN_ALLOW_LOCAL_PATHS=0).")
+        st.stop()
+    root = st.text_input("Root folder on the server", key="ds_root")
+    split = ""
+    if kind.startswith("Cityscapes"):
+        split = ":" + st.selectbox("split", ["val", "train", "test"], key="ds_split_cs")
+    elif kind.startswith("ADE20K"):
+        split = ":" + st.selectbox("split", ["validation", "training"], key="ds_split_ade")
+    prefix = {"F": "folder", "C": "cityscapes", "A": "ade20k"}[kind[0]]
+    spec = f"{prefix}:{root}{split}" if root else ""
+deadline = st.number_input("Time limit per run (s)", 10, 3600, 300, key="ds_deadline")
+name_a, name_b = ui.names(ctx)
+run_id = hashlib.sha256(f"{ctx.a.key}|{ctx.b.key}|{spec}|{int(limit)}".encode()).hexdigest()[:12]
+out = RUNS / run_id
+if spec and st.button("Run evaluation", type="primary", key="ds_run"):
+    try:
+        dataset = open_dataset(spec)
+    except (ValueError, FileNotFoundError) as e:
+        st.error(str(e))
+        st.stop()
+    if dataset.num_classes != ctx.num_classes:
+        st.error(f"the dataset has {dataset.num_classes} classes, the models predict {ctx.num_classes}")
+        st.stop()
+    labels = [f"A·{name_a}", f"B·{name_b}"]
+    entries = [ModelEntry(labels[0], state.LockedModel(ctx.a), ctx.a.card),
+               ModelEntry(labels[1], state.LockedModel(ctx.b), ctx.b.card)]
+    bar = st.progress(0.0, text="evaluating …")
+    try:
+        evaluate(entries, dataset, out, limit=int(limit), amp=ctx.amp, deadline_s=float(deadline),
+                 progress=lambda done, total: bar.progress(done / max(total, 1), text=f"{done} / {total} images"))
+        bar.progress(1.0, text="done")
+    except EvaluationInterrupted as e:
+        st.warning(f"Time limit reached: {e}. Press *Run evaluation* again to continue.")
+    except (ValueError, OSError) as e:
+        st.error(f"evaluation failed: {e}")
+summary_path = out / "summary.json"
+if summary_path.is_file():
+    summary = json.loads(summary_path.read_text())
+    st.success(f"{summary['n_images']} images evaluated, {len(summary['skipped'])} skipped, {summary['seconds']:.0f} s")
+    titles = {"ablation": "Parameters and mIoU (%)", "boundary": "Boundary band mIoU (%)",
+              "small_objects": "Small objects: hit rate and mean IoU by size (%)"}
+    for key, title in titles.items():
+        st.subheader(title)
+        df = pd.DataFrame(summary["tables"][key])
+        st.dataframe(df, hide_index=True, width="stretch")
+        st.download_button(f"{key}.csv", (out / f"{key}.csv").read_bytes(), file_name=f"{key}.csv",
+                           mime="text/csv", key=f"dl_{key}")
+    if summary["skipped"]:
+        with st.expander("skipped samples"):
+            st.json(summary["skipped"])
+    c1, c2 = st.columns(2)
+    c1.download_button("summary.json", summary_path.read_bytes(), file_name="summary.json",
+                       mime="application/json", key="dl_summary")
+    c2.download_button("per_image.jsonl", (out / "per_image.jsonl").read_bytes(), file_name="per_image.jsonl",
+                       mime="application/json", key="dl_per_image")
