@@ -1,0 +1,107 @@
+"""End to end in headless Chromium: start the server on loopback, upload an image through the real file input,
+visit every page, save screenshots under tests/artifacts/ (not committed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fapn_core.checkpoints import bundled_models
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = ["Compare", "Offsets (FAM)", "Channels (FSM)", "Boundaries", "Small objects", "Attribution", "Dataset",
+         "Models & speed", "About"]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (.ci/run installs it)"),
+    pytest.mark.skipif(not {"fpn_r18_semfpn", "fapn_r18_semfpn"} <= set(bundled_models()),
+                       reason="bundled models missing from assets/models"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit server did not become healthy: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _settle(page, timeout_s: float = 120) -> None:
+    """Wait until Streamlit has finished the current run (no 'running' status widget)."""
+    page.wait_for_timeout(500)
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            page.wait_for_timeout(300)
+            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+                return
+        page.wait_for_timeout(300)
+    raise AssertionError("app still running after the timeout")
+
+
+def test_upload_and_visit_every_page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    image = ROOT / "assets" / "samples" / "synthetic_05.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(server, wait_until="networkidle")
+        page.wait_for_selector('[data-testid="stSidebar"]', timeout=60000)
+        _settle(page)
+        page.get_by_text("Upload image", exact=True).first.click()
+        _settle(page)
+        page.locator('[data-testid="stSidebar"] input[type="file"]').first.set_input_files(str(image))
+        page.wait_for_selector('[data-testid="stSidebar"] [data-testid="stFileChipName"]', timeout=60000)
+        _settle(page)
+        for title in PAGES:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+            _settle(page)
+            page.wait_for_timeout(1000)  # plotly figures draw after the run ends
+            name = title.lower().replace(" ", "_").replace("&", "and").replace("(", "").replace(")", "")
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+            assert page.locator("h1").first.inner_text().strip(), f"no title on {title}"
+        # the uploaded file is still the selected image after visiting every page
+        assert page.locator('[data-testid="stFileChipName"]').first.inner_text().startswith("synthetic_05")
+        browser.close()
