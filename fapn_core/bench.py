@@ -276,3 +276,21 @@ def ratio_table(rows: Sequence[ModelRow]) -> str:
         lat, fl = r.latency_ms / base.latency_ms, r.gflops / base.gflops
         lines.append(f"| {name} / {base.model} | {size} | {lat:.2f} | {fl:.2f} | {lat / fl:.2f} |")
     return "\n".join(lines)
+
+
+def hardware_string(device: str) -> str:
+    """The machine in words, for benchmark headers."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"

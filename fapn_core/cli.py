@@ -138,6 +138,42 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from . import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"# fapn bench on {device}: {bench.hardware_string(device)}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, python {platform.python_version()}\n")
+    say = (lambda s: print(f"  … {s}", file=sys.stderr, flush=True))
+    if "dcn" in args.what:
+        shapes = bench.dcn_shapes(args.channels, args.sizes)
+        rows = bench.bench_dcn(shapes, repeats=args.repeats, device=device, progress=say,
+                               backward=not args.no_backward)
+        print("## Deformable conv (FaPN shapes: p2/p3/p4, 8 groups, batch 1)\n")
+        print(bench.format_dcn_table(rows), "\n")
+    if "models" in args.what:
+        rows = bench.bench_models(args.models, args.sizes, repeats=args.repeats, device=device, amp=args.amp,
+                                  progress=say)
+        print("## Whole models (inference, batch 1)\n")
+        print(bench.format_model_table(rows), "\n")
+        print(bench.ratio_table(rows), "\n")
+    if "train" in args.what:
+        t = bench.bench_train_step(["fpn_r18_semfpn", "fapn_r18_semfpn"], repeats=args.repeats, device=device)
+        print("## Training step (R18 Semantic FPN, batch 8, 256×256 crops, AdamW)\n")
+        print("| model | step s |\n|---|---:|")
+        for k, v in t.items():
+            print(f"| {k} | {v:.2f} |")
+        print(f"\nFaPN / FPN step ratio: {t['fapn_r18_semfpn'] / t['fpn_r18_semfpn']:.2f}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fapn", description="FaPN Lab: FaPN vs FPN segmentation tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     e.add_argument("--threads", type=int, help="torch CPU threads")
+    b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
+    b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train"])
+    b.add_argument("--device", default="auto")
+    b.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
+    b.add_argument("--channels", nargs="+", type=int, default=[128, 256])
+    b.add_argument("--models", nargs="+",
+                   default=["fpn_r18_semfpn", "fapn_r18_semfpn", "fpn_r50_semfpn", "fapn_r50_semfpn"])
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    b.add_argument("--no-backward", action="store_true", help="DCN: forward only")
+    b.add_argument("--threads", type=int)
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return p
