@@ -123,8 +123,12 @@ def _file_key(path: Path) -> str:
 
 
 # -------------------------------------------------------------------------------------------- model cache
+MODEL_LOADS: dict[str, int] = {}  # checkpoint key → times actually loaded in this process (1 = shared)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _load_handle(key: str, label: str, path: str, device: str) -> ModelHandle:
+    MODEL_LOADS[key] = MODEL_LOADS.get(key, 0) + 1
     model, card = load_checkpoint(path, device=device)
     for p in model.parameters():
         p.requires_grad_(False)
