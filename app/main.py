@@ -14,19 +14,19 @@ for p in (str(ROOT),):
 
 from app import state  # noqa: E402
 
-st.set_page_config(page_title="FaPN Lab", page_icon="🧭", layout="wide")
+st.set_page_config(page_title="FaPN Lab", page_icon=":material/explore:", layout="wide")
 
 PAGE_DIR = ROOT / "pages"
 PAGES = [
-    st.Page(str(PAGE_DIR / "compare.py"), title="Compare", icon="🆚", default=True),
-    st.Page(str(PAGE_DIR / "offsets.py"), title="Offsets (FAM)", icon="🧭"),
-    st.Page(str(PAGE_DIR / "channels.py"), title="Channels (FSM)", icon="🎚️"),
-    st.Page(str(PAGE_DIR / "boundaries.py"), title="Boundaries", icon="〰️"),
-    st.Page(str(PAGE_DIR / "small_objects.py"), title="Small objects", icon="🔎"),
-    st.Page(str(PAGE_DIR / "attribution.py"), title="Attribution", icon="🔥"),
-    st.Page(str(PAGE_DIR / "dataset.py"), title="Dataset", icon="🗂️"),
-    st.Page(str(PAGE_DIR / "models.py"), title="Models & speed", icon="⏱️"),
-    st.Page(str(PAGE_DIR / "about.py"), title="About", icon="📖"),
+    st.Page(str(PAGE_DIR / "compare.py"), title="Compare", icon=":material/compare:", default=True),
+    st.Page(str(PAGE_DIR / "offsets.py"), title="Offsets (FAM)", icon=":material/explore:"),
+    st.Page(str(PAGE_DIR / "channels.py"), title="Channels (FSM)", icon=":material/tune:"),
+    st.Page(str(PAGE_DIR / "boundaries.py"), title="Boundaries", icon=":material/border_style:"),
+    st.Page(str(PAGE_DIR / "small_objects.py"), title="Small objects", icon=":material/zoom_in:"),
+    st.Page(str(PAGE_DIR / "attribution.py"), title="Attribution", icon=":material/local_fire_department:"),
+    st.Page(str(PAGE_DIR / "dataset.py"), title="Dataset", icon=":material/dataset:"),
+    st.Page(str(PAGE_DIR / "models.py"), title="Models & speed", icon=":material/speed:"),
+    st.Page(str(PAGE_DIR / "about.py"), title="About", icon=":material/info:"),
 ]
 nav = st.navigation(PAGES)
 state.build_context()

@@ -81,6 +81,7 @@ def test_upload_and_visit_every_page(server):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     image = ROOT / "assets" / "samples" / "synthetic_05.png"
+    label = ROOT / "assets" / "samples" / "synthetic_05_label.png"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -94,6 +95,11 @@ def test_upload_and_visit_every_page(server):
         page.locator('[data-testid="stSidebar"] input[type="file"]').first.set_input_files(str(image))
         page.wait_for_selector('[data-testid="stSidebar"] [data-testid="stFileChipName"]', timeout=60000)
         _settle(page)
+        # the ground-truth uploader appears below the image uploader
+        page.locator('[data-testid="stSidebar"] input[type="file"]').nth(1).set_input_files(str(label))
+        page.wait_for_function("document.querySelectorAll('[data-testid=\"stFileChipName\"]').length >= 2",
+                               timeout=60000)
+        _settle(page)
         for title in PAGES:
             page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
             _settle(page)
@@ -102,6 +108,8 @@ def test_upload_and_visit_every_page(server):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
             assert page.locator("h1").first.inner_text().strip(), f"no title on {title}"
+            if title in ("Compare", "Boundaries", "Small objects"):  # ground-truth tables are there
+                assert page.locator('[data-testid="stDataFrame"]').count() >= 1, f"no table on {title}"
         # the uploaded file is still the selected image after visiting every page
         assert page.locator('[data-testid="stFileChipName"]').first.inner_text().startswith("synthetic_05")
         browser.close()

@@ -94,7 +94,7 @@ def test_constant_shift_arrows_have_the_offset_direction_and_length_in_image_px(
 
 @pytest.mark.skipif(not HAS_NATIVE_QUIVER, reason="installed plotly has no go.Quiver")
 def test_native_quiver_draws_the_arrow_set_raw_in_data_units(constant, image):
-    fig, arrows = offset_quiver(image, constant, "p2", max_arrows=50, scale=2.5)
+    fig, arrows = offset_quiver(image, constant, "p2", max_arrows=50, scale=2.5, native=True)
     img, quiver = fig.data
     assert img.type == "image" and quiver.type == "quiver"
     assert (quiver.anchor, quiver.arrowref, quiver.lengthmode, quiver.lengthfactor) == ("tail", "data", "raw", 1.0)

@@ -211,8 +211,9 @@ def offset_quiver(
 ) -> "tuple[go.Figure, ArrowSet]":
     """Offset arrows over the image, coloured by |offset| (image px) with a colorbar; 1:1 aspect, y down.
 
-    ``native``: use plotly's ``go.Quiver`` trace (default when installed) or draw lines + heads
-    (``color_bins`` colour steps). ``cmax``: colour range top (default: the largest drawn magnitude).
+    ``native``: use plotly's ``go.Quiver`` trace, or (default) draw lines + heads. The native trace is off by
+    default: with plotly 7.1 / plotly.js 4.x it drew nothing in headless Chromium (checked by screenshot, in the
+    app and in a standalone HTML file), while the line drawing renders (``color_bins`` colour steps). ``cmax``: colour range top (default: the largest drawn magnitude).
     ``image=None`` draws on a blank canvas of the feature map's extent.
     """
     import plotly.graph_objects as go
@@ -226,7 +227,7 @@ def offset_quiver(
     else:
         height, width = (n * fam.stride for n in fam.offsets.shape[-2:])
     top = float(cmax) if cmax is not None else float(arrows.magnitude.max(initial=0.0)) or 1.0
-    use_native = HAS_NATIVE_QUIVER if native is None else native
+    use_native = False if native is None else native
     if use_native and not HAS_NATIVE_QUIVER:
         raise ValueError("this plotly has no native quiver trace; use native=False")
     fig = go.Figure()
