@@ -97,7 +97,16 @@ class Context:
         handle = self.a if which == "a" else self.b
         if handle is None or self.image is None:
             raise RuntimeError("no model or image selected")
-        return predict_cached(handle.key, self.image_key, self.amp, handle, self.image)
+        try:
+            return predict_cached(handle.key, self.image_key, self.amp, handle, self.image)
+        except torch.cuda.OutOfMemoryError:
+            # Out of GPU memory: free what we can and run this image on a CPU copy of the same checkpoint.
+            torch.cuda.empty_cache()
+            cpu = cpu_fallback(handle)
+            h, w = self.image.shape[:2]
+            st.warning(f"{which.upper()}: CUDA ran out of memory at {w}×{h}; this image ran on the CPU instead "
+                       "(lower 'Max input side' to stay on the GPU).")
+            return predict_cached(cpu.key, self.image_key, False, cpu, self.image)
 
     def comparison(self):
         """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT)."""
@@ -132,7 +141,16 @@ def _load_handle(key: str, label: str, path: str, device: str) -> ModelHandle:
     model, card = load_checkpoint(path, device=device)
     for p in model.parameters():
         p.requires_grad_(False)
+    card = dict(card, _path=path)
     return ModelHandle(key, label, model, card, device)
+
+
+def cpu_fallback(handle: ModelHandle) -> ModelHandle:
+    """The same checkpoint loaded on the CPU (shared like any other handle)."""
+    path = handle.card.get("_path")
+    if path is None:
+        raise RuntimeError("no checkpoint path recorded for the CPU fallback")
+    return _load_handle(handle.key.rsplit(":", 1)[0] + ":cpu", handle.label, path, "cpu")
 
 
 def load_bundled(name: str, device: str) -> ModelHandle:
@@ -255,7 +273,7 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str]) 
         metrics = card.get("metrics") or {}
         if metrics:
             st.json(metrics, expanded=False)
-        st.json({k: v for k, v in card.items() if k not in ("palette",)}, expanded=False)
+        st.json({k: v for k, v in card.items() if k != "palette" and not k.startswith("_")}, expanded=False)
     return handle
 
 

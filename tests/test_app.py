@@ -160,3 +160,27 @@ def test_random_checkpoint_upload_is_refused_clearly():
     assert not at.exception
     assert any("not a readable PyTorch checkpoint" in e.value for e in at.error), [e.value for e in at.error]
     assert any("Choose models A and B" in i.value for i in at.info)
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu(monkeypatch):
+    """A CUDA OOM during inference reruns that image on a CPU copy of the same checkpoint."""
+    import torch
+
+    from app import state
+
+    path = bundled_models()["fapn_r18_semfpn"]
+    handle = state.ModelHandle("bundled:x:cuda", "fapn", torch.nn.Linear(1, 1), {"_path": str(path)}, "cuda")
+    image = np.zeros((64, 64, 3), np.uint8)
+    calls = []
+
+    def fake_predict(key, image_key, amp, h, img):
+        calls.append((key, h.device))
+        if h.device == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "prediction on " + h.device
+
+    monkeypatch.setattr(state, "predict_cached", fake_predict)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    ctx = state.Context(handle, handle, {}, image, "x", "k", [], None, None, None, "cuda", True, 1024)
+    assert ctx.prediction("a") == "prediction on cpu"
+    assert calls == [("bundled:x:cuda", "cuda"), ("bundled:x:cpu", "cpu")]
