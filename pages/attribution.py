@@ -50,8 +50,10 @@ if state.require_ready(ctx):
     elif method == "gradcam":
         opts["level"] = o[0].selectbox("neck level", ["p2", "p3", "p4", "p5"], key="att_level")
     else:
-        opts["window"] = o[0].select_slider("window", [16, 32, 64], value=32, key="att_window")
-        opts["stride"] = o[1].select_slider("stride", [8, 16, 32], value=16, key="att_stride")
+        opts["window"] = o[0].select_slider("window", [16, 32, 64, 128], value=64, key="att_window")
+        opts["stride"] = o[1].select_slider("stride", [8, 16, 32, 64], value=32, key="att_stride")
+        n_win = (-(-h // opts["stride"])) * (-(-w // opts["stride"]))
+        st.caption(f"about {n_win} forward passes per model; larger windows/strides are faster")
     deadline = o[2].number_input("time limit (s)", 5, 1200, 180, key="att_deadline")
     try:
         region = target.region(h, w, ctx.num_classes)
@@ -90,5 +92,9 @@ if state.require_ready(ctx):
             m = normalize_map(res.map, signed=signed)
             heat = ui.diverging(m) if signed else apply_colormap(m, 0.0, 1.0, "inferno")
             shown = (0.45 * greyed(ctx.image) + 0.55 * heat).astype(np.uint8)
-            extra = f" · completeness Δ {res.delta:.3g}" if res.delta is not None else ""
+            extra = ""
+            if res.delta is not None:
+                gap = abs(res.extra.get("score", 0.0) - res.extra.get("baseline_score", 0.0))
+                rel = abs(res.delta) / gap if gap > 0 else float("nan")
+                extra = f" · completeness error {100 * rel:.1f} % (raise steps to lower it)"
             col.image(shown, caption=f"{slot} · {name} · {res.seconds:.1f} s{extra}", width="stretch")
