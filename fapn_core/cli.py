@@ -160,7 +160,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.format_dcn_table(rows), "\n")
     if "models" in args.what:
         rows = bench.bench_models(args.models, args.sizes, repeats=args.repeats, device=device, amp=args.amp,
-                                  progress=say)
+                                  channels_last=args.channels_last, progress=say)
         print("## Whole models (inference, batch 1)\n")
         print(bench.format_model_table(rows), "\n")
         print(bench.ratio_table(rows), "\n")
@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     b.add_argument("--no-backward", action="store_true", help="DCN: forward only")
+    b.add_argument("--channels-last", action="store_true", help="models in channels-last memory format")
     b.add_argument("--threads", type=int)
     for extra in _EXTRA_PARSERS:
         extra(sub)
