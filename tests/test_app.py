@@ -85,7 +85,7 @@ def _sample_upload() -> tuple[bytes, bytes, np.ndarray]:
     return image, gt_bytes, gt
 
 
-@pytest.mark.parametrize("page", ["compare", "offsets", "channels", "boundaries", "small_objects", "models"])
+@pytest.mark.parametrize("page", PAGES)
 def test_pages_render_with_an_uploaded_image_and_gt(page):
     image, gt_bytes, _ = _sample_upload()
     at = _upload_image(_app().run(), "street.png", image, gt_bytes)

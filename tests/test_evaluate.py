@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,12 +128,20 @@ def test_torchrun_two_processes_give_the_same_numbers(tmp_path, model_paths):
     cmd = [sys.executable, "-m", "fapn_core.cli", "evaluate", "--models", *model_paths, "--data", DATA,
            "--threads", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([*cmd, "--out", str(single)], check=True, capture_output=True, env=env, timeout=300)
+    proc = subprocess.run([*cmd, "--out", str(single)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = tmp_path / "ddp"
-    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "fapn_core.cli", *cmd[3:], "--out", str(ddp)]
-    subprocess.run(run, check=True, capture_output=True, env=env, timeout=300)
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     a = json.loads((single / "summary.json").read_text())
     b = json.loads((ddp / "summary.json").read_text())
     assert a["tables"] == b["tables"] and a["n_images"] == b["n_images"] == 6
     assert a["comparisons"] == b["comparisons"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -105,7 +106,7 @@ def test_augment_pads_with_ignore_and_flips_consistently():
 
 def test_ddp_training_on_cpu_with_gloo(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "fapn_core.cli", "train", "--model", "fpn_r18_semfpn", "--data", DATA, "--out", str(tmp_path),
            "--steps", "3", "--batch-size", "4", "--crop", "64x64", "--workers", "0", "--threads", "1",
            "--set", "neck_channels=16", "--set", "head_conv_dims=32"]
@@ -113,3 +114,9 @@ def test_ddp_training_on_cpu_with_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model, card = load_checkpoint(tmp_path / "fpn_r18_semfpn.safetensors")
     assert card["training"]["processes"] == 2 and card["training"]["steps"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

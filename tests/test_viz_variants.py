@@ -46,7 +46,7 @@ def fapn():
 
 def _fam_views(caps):
     fig, arrows = offset_quiver(IMAGE, caps, "p2")
-    assert len(arrows) > 0 and len(fig.data) == 2
+    assert len(arrows) > 0 and fig.data[0].type == "image" and len(fig.data) >= 2  # image + arrow traces
     offset_quiver(IMAGE, caps, "p4", native=False, group=1, point=4, weighted=True)
     offset_magnitude_figure(caps, "p3", image=IMAGE)
     offset_histogram(caps)
