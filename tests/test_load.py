@@ -1,7 +1,9 @@
-"""Many users at once (a short version of benchmarks/load_test.py): no cross-talk, models loaded once."""
+"""Many users at once against a real server (a short run of benchmarks/load_test.py): 8 concurrent Chromium
+sessions, each with its own image and ground truth, each shown the numbers of its own image."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,16 +14,17 @@ from fapn_core.checkpoints import bundled_models
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-pytestmark = pytest.mark.skipif(not {"fpn_r18_semfpn", "fapn_r18_semfpn"} <= set(bundled_models()),
-                                reason="bundled models missing from assets/models")
+pytestmark = [
+    pytest.mark.skipif(not {"fpn_r18_semfpn", "fapn_r18_semfpn"} <= set(bundled_models()),
+                       reason="bundled models missing from assets/models"),
+    pytest.mark.skipif(not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()),
+                       reason="Debian chromium not installed (.ci/run installs it)"),
+]
 
 
 def test_eight_concurrent_users_each_get_their_own_result():
     from load_test import run
 
-    out = run(users=8, requests=16, verbose=False)
+    out = run(users=8, requests=16)
     assert out["failures"] == 0, out["errors"]
     assert out["requests"] == 16
-    assert all(n == 1 for n in out["model_loads"].values())  # each checkpoint loaded once for all sessions
-    # no (model, image) inference ran twice although 8 sessions rendered pages concurrently
-    assert out["max_runs_per_inference"] <= 1
