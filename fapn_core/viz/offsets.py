@@ -170,8 +170,16 @@ def _fallback_traces(a: ArrowSet, colorscale: str, cmax: float, line_width: floa
         idx = np.flatnonzero(which == b)
         if idx.size:
             xs, ys = _arrow_polyline(a, idx)
-            traces.append(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color=colors[b], width=line_width),
-                                       hoverinfo="skip", showlegend=False, connectgaps=False))
+            # Plain SVG lines with JSON null breaks: a WebGL line trace with NaN breaks drew nothing usable in
+            # Streamlit's plotly.js (checked by screenshot), while this renders everywhere.
+            gaps = np.isnan(xs)
+            xl = np.round(xs, 2).astype(object)
+            yl = np.round(ys, 2).astype(object)
+            xl[gaps] = None
+            yl[gaps] = None
+            traces.append(go.Scatter(x=xl.tolist(), y=yl.tolist(), mode="lines",
+                                     line=dict(color=colors[b], width=line_width), hoverinfo="skip",
+                                     showlegend=False, connectgaps=False))
     traces.append(go.Scattergl(
         x=a.x, y=a.y, mode="markers", showlegend=False, customdata=np.stack([a.u, a.v], 1),
         marker=dict(size=3, color=a.magnitude, colorscale=colorscale, cmin=0, cmax=cmax, showscale=True,
