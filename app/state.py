@@ -108,14 +108,23 @@ class Context:
                        "(lower 'Max input side' to stay on the GPU).")
             return predict_cached(cpu.key, self.image_key, False, cpu, self.image)
 
+    @property
+    def thing_classes(self) -> list[int] | None:
+        """Classes whose connected components count as objects (None: every class)."""
+        card = (self.a or self.b).card if (self.a or self.b) else {}
+        if card.get("thing_classes") is not None:
+            return list(card["thing_classes"])
+        return known_thing_classes(self.class_names)
+
     def comparison(self):
         """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT)."""
         if self.gt is None:
             return None
         pa, pb = self.prediction("a"), self.prediction("b")
+        things = self.thing_classes
         return compare_cached(self.a.key, self.b.key, self.image_key, _hash_array(self.gt),
-                              self.num_classes, tuple(self.class_names), self.gt, pa.labels, pb.labels,
-                              self.instances)
+                              self.num_classes, tuple(self.class_names), None if things is None else tuple(things),
+                              self.gt, pa.labels, pb.labels, self.instances)
 
 
 def _hash_bytes(data: bytes) -> str:
@@ -204,11 +213,22 @@ def inference_count(handle_key: str, image_key: str, amp: bool) -> int:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def compare_cached(key_a: str, key_b: str, image_key: str, gt_key: str, num_classes: int,
-                   class_names: tuple[str, ...], _gt: np.ndarray, _pa: np.ndarray, _pb: np.ndarray,
-                   _instances: np.ndarray | None):
-    things = None
+                   class_names: tuple[str, ...], thing_classes: tuple[int, ...] | None, _gt: np.ndarray,
+                   _pa: np.ndarray, _pb: np.ndarray, _instances: np.ndarray | None):
     return compare(_gt, _pa, _pb, num_classes, instances=_instances, class_names=list(class_names),
-                   thing_classes=things)
+                   thing_classes=None if thing_classes is None else list(thing_classes))
+
+
+def known_thing_classes(class_names: list[str]) -> list[int] | None:
+    """Thing classes of the label sets this project knows (synthetic benchmark, Cityscapes); else None."""
+    from fapn_core.data.palettes import CITYSCAPES_CLASSES
+    from fapn_core.data.synthetic import CLASS_NAMES, THING_CLASSES
+
+    if tuple(class_names) == tuple(CLASS_NAMES):
+        return list(THING_CLASSES)
+    if tuple(class_names) == tuple(CITYSCAPES_CLASSES):
+        return list(range(11, 19))  # person, rider, car, truck, bus, train, motorcycle, bicycle
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ samples

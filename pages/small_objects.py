@@ -12,7 +12,8 @@ from fapn_core.viz import overlay_labels
 
 ctx = state.context()
 st.title("Small objects")
-st.caption("Ground-truth objects (instance ids where the data has them, else connected components per class), each "
+st.caption("Ground-truth objects of the thing classes (instance ids where the data has them, else connected components "
+           "per class; every class when the model card names no thing classes), each "
            "scored against A and B. A hit means at least half of the object's pixels got its class. Size bins are "
            "COCO's: small < 32², medium < 96², large.")
 if state.require_ready(ctx):
