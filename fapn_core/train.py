@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -153,17 +152,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def hardware_description(device: torch.device) -> str:
+    """The machine in words for model cards (GPU name, or CPU model and torch threads)."""
+    from .bench import hardware_string
+
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+        return hardware_string("cuda")
+    return f"{hardware_string('cpu').rsplit(',', 1)[0]}, {torch.get_num_threads()} threads"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

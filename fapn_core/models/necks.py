@@ -36,6 +36,14 @@ def _in_levels(input_shape: dict[str, ShapeSpec]) -> list[int]:
     return list(_LEVELS)
 
 
+def _pyramid_shapes(channels: int, strides: dict[str, int], top_block: bool) -> dict[str, ShapeSpec]:
+    """``p2..p5`` (+ ``p6`` at twice p5's stride) with ``channels`` each."""
+    shapes = {k: ShapeSpec(channels, s) for k, s in strides.items()}
+    if top_block:
+        shapes["p6"] = ShapeSpec(channels, strides["p5"] * 2)
+    return shapes
+
+
 class FeatureSelection(nn.Module):
     """FSM: ``att = sigmoid(conv_atten(avgpool(x)))``; output ``conv(x + x·att)`` (``residual=False``: SE,
     ``conv(x·att)``). Both 1×1 convs have no bias; ``sigmoid`` is a module so hooks can capture ``att``."""
@@ -166,10 +174,7 @@ class FPN(nn.Module):
         self._strides = {f"p{lvl}": input_shape[f"res{lvl}"].stride for lvl in self.levels}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
-        shapes = {k: ShapeSpec(self.out_channels, s) for k, s in self._strides.items()}
-        if self.top_block:
-            shapes["p6"] = ShapeSpec(self.out_channels, self._strides["p5"] * 2)
-        return shapes
+        return _pyramid_shapes(self.out_channels, self._strides, self.top_block)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -228,10 +233,7 @@ class AlignedFPN(nn.Module):
         self._strides = {f"p{lvl}": input_shape[f"res{lvl}"].stride for lvl in self.levels}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
-        shapes = {k: ShapeSpec(self.out_channels, s) for k, s in self._strides.items()}
-        if self.top_block:
-            shapes["p6"] = ShapeSpec(self.out_channels, self._strides["p5"] * 2)
-        return shapes
+        return _pyramid_shapes(self.out_channels, self._strides, self.top_block)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         top = self.levels[-1]
