@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,10 +403,13 @@ def require_ready(ctx: Context) -> bool:
     return False
 
 
-def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, (time.perf_counter() - t) * 1000
+def require_comparison(ctx: Context, what: str):
+    """``ctx.comparison()``, or an explanation and ``st.stop()`` when there is no ground truth."""
+    res = ctx.comparison()
+    if res is None:
+        st.info(f"{what} need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
+        st.stop()
+    return res
 
 
 class LockedModel:

@@ -25,7 +25,6 @@ from .checkpoints import resolve_model
 from .metrics import ComparisonAccumulator, compare
 from .metrics.compare import DatasetComparison
 from .models.zoo import count_parameters
-from .train import atomic_torch_save  # noqa: F401  (kept for API symmetry)
 
 STATE_FILE = "eval_state.json"
 PER_IMAGE_FILE = "per_image.jsonl"

@@ -14,10 +14,7 @@ st.caption("FaPN's claim: aligned features put context where it belongs, so erro
            "The band of width w holds the pixels closer than w px to a ground-truth label boundary.")
 if state.require_ready(ctx):
     state.status_line(ctx)
-    res = ctx.comparison()
-    if res is None:
-        st.info("Boundary metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
-        st.stop()
+    res = state.require_comparison(ctx, "Boundary metrics")
     name_a, name_b = ui.names(ctx)
     rows = []
     for tag, name, r in (("A", name_a, res.a), ("B", name_b, res.b)):

@@ -28,10 +28,10 @@ if state.require_ready(ctx):
     st.image(diff.image, caption=f"{diff.pixels:,} px ({100 * diff.fraction:.2f} %) differ", width="stretch")
     d1, d2 = st.columns(2)
     with d1:
-        st.download_button(f"Prediction A (class ids PNG)", ui.label_png(pa.labels),
+        st.download_button("Prediction A (class ids PNG)", ui.label_png(pa.labels),
                            file_name=f"{ctx.image_name}_A_{name_a}.png", mime="image/png", key="dl_a")
     with d2:
-        st.download_button(f"Prediction B (class ids PNG)", ui.label_png(pb.labels),
+        st.download_button("Prediction B (class ids PNG)", ui.label_png(pb.labels),
                            file_name=f"{ctx.image_name}_B_{name_b}.png", mime="image/png", key="dl_b")
     if ctx.gt is not None:
         res = ctx.comparison()

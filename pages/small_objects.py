@@ -18,10 +18,7 @@ st.caption("Ground-truth objects of the thing classes (instance ids where the da
            "COCO's: small < 32², medium < 96², large.")
 if state.require_ready(ctx):
     state.status_line(ctx)
-    res = ctx.comparison()
-    if res is None:
-        st.info("Object metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
-        st.stop()
+    res = state.require_comparison(ctx, "Object metrics")
     name_a, name_b = ui.names(ctx)
     summary = pd.DataFrame([
         {"size": k, "objects": s.n_objects, "hit rate A (%)": 100 * s.hit_rate_a, "hit rate B (%)": 100 * s.hit_rate_b,

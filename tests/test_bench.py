@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from fapn_core.bench import bench_dcn, count_flops, format_dcn_table, interleaved_medians
 from fapn_core.models.zoo import build_model

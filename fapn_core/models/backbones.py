@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Conv2dNorm, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill
+from .layers import Conv2dNorm, ShapeSpec, c2_msra_fill
 
 DEPTH_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
