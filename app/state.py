@@ -33,7 +33,7 @@ from fapn_core.metrics import compare
 DEFAULT_A, DEFAULT_B = "fpn_r18_semfpn", "fapn_r18_semfpn"
 MAX_UPLOAD_MB = int(os.environ.get("FAPN_MAX_UPLOAD_MB", "300"))
 ALLOW_LOCAL_PATHS = os.environ.get("FAPN_ALLOW_LOCAL_PATHS", "1") == "1"
-CAPTURE = ("offsets", "attention", "fam_features", "features")
+CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from torch import nn
 from .models.deform import ModulatedDeformConv
 from .models.necks import AlignedFPN, FeatureAlign, FeatureSelection
 
-CAPTURABLE = ("offsets", "attention", "features", "fam_features")
+CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features")
 
 
 @dataclass
@@ -80,10 +80,12 @@ class FAMCapture:
 
 @dataclass
 class FSMCapture:
-    """FSM channel importances (sigmoid output) of one level of one image, shape (C_in,)."""
+    """FSM channel importances (sigmoid output) of one level of one image, shape (C_in,); ``inputs``: the
+    feature they weigh (backbone ``res_L``, (C_in, h, w)) when ``fsm_inputs`` was captured."""
 
     level: str
     attention: np.ndarray
+    inputs: np.ndarray | None = None
 
     def top_k(self, k: int) -> np.ndarray:
         """Indices of the ``k`` most important channels, most important first."""
@@ -171,10 +173,13 @@ class CaptureHooks:
                     lambda m, i, o, lv=level: self._store(lv, "lateral", o)))
                 self._handles.append(fam.register_forward_hook(
                     lambda m, i, o, lv=level: self._store(lv, "aligned", o)))
-        if "attention" in self.what:
+        if "attention" in self.what or "fsm_inputs" in self.what:
             for level, fsm in self.fsms.items():
                 self._handles.append(fsm.sigmoid.register_forward_hook(
                     lambda m, i, o, lv=level: self._store(lv, "attention", o)))
+                if "fsm_inputs" in self.what:
+                    self._handles.append(fsm.register_forward_pre_hook(
+                        lambda m, args, lv=level: self._store(lv, "fsm_input", args[0])))
         if "features" in self.what:
             neck = getattr(self.model, "neck", self.model)
             def store_features(module, inputs, outputs) -> None:  # must return None: hooks may replace outputs
@@ -216,7 +221,9 @@ class CaptureHooks:
                             setattr(fam, key, _np(_valid(entries[key][b], image_size, stride)))
                     cap.fam[level] = fam
                 if "attention" in entries:
-                    cap.fsm[level] = FSMCapture(level, _np(entries["attention"][b].flatten()))
+                    inputs = entries.get("fsm_input")
+                    cap.fsm[level] = FSMCapture(level, _np(entries["attention"][b].flatten()),
+                                                None if inputs is None else _np(_valid(inputs[b], image_size, stride)))
                 if "feature" in entries:
                     cap.features[level] = _np(_valid(entries["feature"][b], image_size, stride))
         self._raw.clear()

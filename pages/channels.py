@@ -5,13 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state, ui
-from fapn_core.viz import NothingToShow, fsm_channel_grid, fsm_importance_figure, fsm_inputs
-
-
-@st.cache_resource(max_entries=8, show_spinner="Running the backbone for the FSM inputs …")
-def fsm_inputs_cached(handle_key: str, image_key: str, _handle, _image):
-    with _handle.lock:
-        return fsm_inputs(_handle.model, _image)
+from fapn_core.viz import NothingToShow, fsm_channel_grid, fsm_importance_figure
 
 
 ctx = state.context()
@@ -40,8 +34,8 @@ if state.require_ready(ctx):
     level = c2.selectbox("Level", sorted(pred.captures.fsm, key=lambda lv: int(lv[1:])), key="fsm_level")
     k = c3.slider("top k", 4, 32, 16, 4, key="fsm_k")
     try:
-        inputs = fsm_inputs_cached(handle.key, ctx.image_key, handle, ctx.image)
-        grid = fsm_channel_grid(inputs[level], pred.captures, level, k=k)
+        # the FSM input was captured in the same (cached) inference as everything else: no second forward pass
+        grid = fsm_channel_grid(pred.captures.fsm[level].inputs, pred.captures, level, k=k)
         st.image(grid.image, caption=f"{name} {level}: channels {', '.join(map(str, grid.channels))} "
                  "(FSM input, most important first, each map normalised)", width="stretch")
     except NothingToShow as e:

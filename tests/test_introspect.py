@@ -101,3 +101,17 @@ def test_bad_requests():
         CaptureHooks(model, ("gradients",))
     with pytest.raises(ValueError, match="uint8 RGB"):
         predict_with_captures(model, np.zeros((8, 8, 3), np.float32))
+
+
+def test_fsm_inputs_are_the_backbone_features_from_the_same_pass():
+    model = _tiny()
+    image = np.random.default_rng(2).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    caps = predict_with_captures(model, image, what=("fsm_inputs",)).captures
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        res = model.backbone(model.pad(model.normalize(x)))
+    for lvl, stride in ((2, 4), (3, 8), (4, 16)):
+        got = caps.fsm[f"p{lvl}"].inputs
+        expected = res[f"res{lvl}"][0, :, : -(-70 // stride), : -(-100 // stride)].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert caps.fsm[f"p{lvl}"].attention.shape == (got.shape[0],)

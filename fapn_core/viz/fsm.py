@@ -118,25 +118,11 @@ def fsm_channel_grid(
 def fsm_inputs(model: "nn.Module", image: np.ndarray) -> dict[str, np.ndarray]:
     """The FSM input (backbone ``res_L`` feature, (C_in, h, w), padding cropped) per level, from one forward
     pass of ``model`` on an RGB uint8 image. :class:`NothingToShow` for models without an FSM."""
-    import torch
-
-    from ..introspect import neck_modules
+    from ..introspect import neck_modules, predict_with_captures
 
     _, fsms = neck_modules(model)
     if not fsms:
         name = getattr(getattr(model, "config", None), "neck", type(getattr(model, "neck", model)).__name__)
         raise NothingToShow(f"the {name} neck has no FSM (feature selection)")
-    captured: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, args, lv=lv: captured.__setitem__(lv, args[0].detach()))
-               for lv, m in fsms.items()]
-    try:
-        model.predict(image)
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    hgt, wid = image.shape[:2]
-    for lv, t in captured.items():
-        s = 2 ** int(lv[1:])
-        out[lv] = t[0, :, : -(-hgt // s), : -(-wid // s)].float().cpu().numpy()
-    return out
+    caps = predict_with_captures(model, image, ("fsm_inputs",)).captures  # one mechanism for every capture
+    return {lv: c.inputs for lv, c in caps.fsm.items()}
