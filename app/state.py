@@ -29,6 +29,7 @@ from fapn_core.io import (
     read_image_file, resize_label,
 )
 from fapn_core.metrics import compare
+from fapn_core.models import dcn_ext
 
 DEFAULT_A, DEFAULT_B = "fpn_r18_semfpn", "fapn_r18_semfpn"
 MAX_UPLOAD_MB = int(os.environ.get("FAPN_MAX_UPLOAD_MB", "300"))
@@ -384,6 +385,9 @@ def status_line(ctx: Context) -> None:
     if not ctx.ready:
         return
     parts = [f"device **{ctx.device}**" + (" · AMP" if ctx.amp else "")]
+    if str(ctx.device).startswith("cpu"):
+        parts.append("deformable conv: " + ("compiled CPU kernel" if dcn_ext.load() is not None
+                                            else "PyTorch path (run `fapn build-ext` for the faster compiled one)"))
     for slot, handle in (("A", ctx.a), ("B", ctx.b)):
         pred = ctx.prediction(slot.lower())
         n = inference_count(handle.key, ctx.image_key, ctx.amp)

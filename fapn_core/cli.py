@@ -145,12 +145,16 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from . import bench
+    from .models import dcn_ext
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"# fapn bench on {device}: {bench.hardware_string(device)}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, python {platform.python_version()}\n")
+          f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+    if device == "cpu":
+        print(f"# {dcn_ext.status()}")
+    print()
     say = (lambda s: print(f"  … {s}", file=sys.stderr, flush=True))
     if "dcn" in args.what:
         shapes = bench.dcn_shapes(args.channels, args.sizes)
@@ -160,7 +164,8 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.format_dcn_table(rows), "\n")
     if "models" in args.what:
         rows = bench.bench_models(args.models, args.sizes, repeats=args.repeats, device=device, amp=args.amp,
-                                  channels_last=args.channels_last, progress=say)
+                                  channels_last=args.channels_last, trained_offsets=not args.zero_offsets,
+                                  progress=say)
         print("## Whole models (inference, batch 1)\n")
         print(bench.format_model_table(rows), "\n")
         print(bench.ratio_table(rows), "\n")
@@ -171,6 +176,20 @@ def _bench(args: argparse.Namespace) -> int:
         for k, v in t.items():
             print(f"| {k} | {v:.2f} |")
         print(f"\nFaPN / FPN step ratio: {t['fapn_r18_semfpn'] / t['fpn_r18_semfpn']:.2f}\n")
+    return 0
+
+
+@command("build-ext")
+def _build_ext(args: argparse.Namespace) -> int:
+    from .models import dcn_ext
+
+    try:
+        path = dcn_ext.build(verbose=args.verbose)
+    except Exception as e:  # noqa: BLE001 - any compiler/toolchain failure means "use the PyTorch path"
+        print(f"fapn build-ext: could not build the compiled CPU DCN ({type(e).__name__}: {e}); "
+              "models use the PyTorch fast path instead", file=sys.stderr)
+        return 1
+    print(f"compiled CPU DCN ready: {path}")
     return 0
 
 
@@ -237,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     b.add_argument("--no-backward", action="store_true", help="DCN: forward only")
     b.add_argument("--channels-last", action="store_true", help="models in channels-last memory format")
+    b.add_argument("--zero-offsets", action="store_true",
+                   help="time FaPN with its initial all-zero offsets (default: offsets as large as trained ones)")
     b.add_argument("--threads", type=int)
+    x = sub.add_parser("build-ext", help="compile the fast CPU deformable conv (optional; needs a C++ compiler)")
+    x.add_argument("--verbose", action="store_true")
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return p

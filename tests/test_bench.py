@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 
-from fapn_core.bench import bench_dcn, count_flops, format_dcn_table, interleaved_medians
+import torch
+
+from fapn_core.bench import (TRAINED_OFFSET_RMS, bench_dcn, count_flops, flop_counter, format_dcn_table,
+                              interleaved_medians, set_trained_like_offsets)
+from fapn_core.models.deform import dcn_impl, modulated_deform_conv2d
 from fapn_core.models.zoo import build_model
+
+
+def test_flop_counter_counts_the_deformable_conv():
+    # torch's own counter sees nothing in torchvision::deform_conv2d; ours counts its dense 3×3 conv (2 FLOPs per
+    # multiply-add) plus 9 FLOPs per sampled value, for any DCN implementation the model would pick.
+    x, w = torch.randn(2, 16, 6, 7), torch.randn(24, 16, 3, 3)
+    off, m = torch.randn(2, 2 * 2 * 9, 6, 7), torch.rand(2, 2 * 9, 6, 7)
+    samples = 2 * 16 * 9 * 6 * 7
+    for impl in ("fast", "reference"):
+        counter = flop_counter()
+        with counter, dcn_impl("reference"):
+            modulated_deform_conv2d(x, off, m, w, impl=impl)
+        assert counter.get_total_flops() == 2 * 24 * samples + 9 * samples
 
 
 def test_fapn_flops_exceed_fpn_by_the_alignment_modules():
@@ -13,10 +30,11 @@ def test_fapn_flops_exceed_fpn_by_the_alignment_modules():
     f_fpn, f_fapn = count_flops(fpn, (64, 64)), count_flops(fapn, (64, 64))
     assert f_fpn["backbone"] == f_fapn["backbone"] > 0
     assert f_fapn["neck"] > f_fpn["neck"]
-    # the DCN of p2 alone (16 ch, 16×16 cells, 3×3): 2·16·(16·9·256) + 9·(16·9·256)
-    dcn_p2 = 2 * 16 * 16 * 9 * 256 + 9 * 16 * 9 * 256
-    assert f_fapn["neck"] - f_fpn["neck"] > dcn_p2
     assert f_fapn["total"] == f_fapn["backbone"] + f_fapn["neck"] + f_fapn["head"]
+    # At least the three FAMs' own layers, per cell of p2..p4 (16², 8², 4²): the DCN (2·16·16·9 + 9·16·9), its
+    # offset/mask predictor (2·16·9·216) and the offset 1×1 conv over [FSM(lateral), 2·up] (2·32·16).
+    per_cell = (2 * 16 * 16 * 9 + 9 * 16 * 9) + 2 * 16 * 9 * 216 + 2 * 32 * 16
+    assert f_fapn["neck"] - f_fpn["neck"] >= per_cell * (16 * 16 + 8 * 8 + 4 * 4)
 
 
 def test_dcn_bench_rows_and_table():
@@ -30,3 +48,23 @@ def test_interleaved_medians_runs_every_function():
     out = interleaved_medians({"a": lambda: calls.__setitem__("a", calls["a"] + 1),
                                "b": lambda: calls.__setitem__("b", calls["b"] + 1)}, repeats=3, warmup=1)
     assert calls == {"a": 4, "b": 4} and set(out) == {"a", "b"}
+
+
+def test_trained_like_offsets_reach_the_trained_magnitudes():
+    model = build_model("fapn_r18_semfpn", num_classes=5, neck_channels=16, head_conv_dims=32).eval()
+    x = torch.rand(1, 3, 128, 160) * 255
+    captured = {}
+    for lvl in (2, 3, 4):
+        getattr(model.neck, f"align{lvl}").dcn.conv_offset_mask.register_forward_hook(
+            lambda m, i, o, lvl=lvl: captured.__setitem__(lvl, o[:, :144]))
+    with torch.inference_mode():
+        model(x)
+    assert all(float(captured[lvl].abs().max()) == 0 for lvl in (2, 3, 4))  # official init: no offsets at all
+    set_trained_like_offsets(model, x)
+    with torch.inference_mode():
+        model(x)
+    for lvl in (2, 3, 4):
+        rms = float(captured[lvl].pow(2).mean().sqrt())
+        assert abs(rms / TRAINED_OFFSET_RMS[lvl] - 1) < 0.05, (lvl, rms)
+    # FPN has no deformable conv: nothing to do
+    assert set_trained_like_offsets(build_model("fpn_r18_semfpn", num_classes=5).eval(), x) == {}

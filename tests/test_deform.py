@@ -7,9 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fapn_core.models import dcn_ext
 from fapn_core.models.deform import ModulatedDeformConv, dcn_impl, modulated_deform_conv2d, resolve_impl
 
-IMPLS = ["reference", "fast"]
+CPP_MISSING = dcn_ext.load() is None
+needs_cpp = pytest.mark.skipif(CPP_MISSING, reason=f"compiled DCN not built here ({dcn_ext.status()}); "
+                                                   "scripts/env.sh builds it with `fapn build-ext`")
+IMPLS = ["reference", "fast", pytest.param("cpp", marks=needs_cpp)]
 
 
 def _numpy_dcn(x, offset, mask, weight, bias):
@@ -49,15 +53,17 @@ def _numpy_dcn(x, offset, mask, weight, bias):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_matches_loop_reference_from_readme_layout(impl):
+    # float64 for the PyTorch paths (exact to 1e-9); the compiled path is float32-only
+    dtype, tol = (torch.float32, 1e-5) if impl == "cpp" else (torch.float64, 1e-9)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 5, 6, generator=g, dtype=torch.float64)
     offset = torch.randn(1, 2 * 8 * 9, 5, 6, generator=g, dtype=torch.float64) * 1.5
     mask = torch.rand(1, 8 * 9, 5, 6, generator=g, dtype=torch.float64)
     weight = torch.randn(4, 16, 3, 3, generator=g, dtype=torch.float64)
     bias = torch.randn(4, generator=g, dtype=torch.float64)
-    ours = modulated_deform_conv2d(x, offset, mask, weight, bias, impl=impl)
+    ours = modulated_deform_conv2d(*(t.to(dtype) for t in (x, offset, mask, weight, bias)), impl=impl)
     ref = _numpy_dcn(x.numpy(), offset.numpy(), mask.numpy(), weight.numpy(), bias.numpy())
-    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.double().numpy(), ref, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -135,7 +141,7 @@ def test_fast_matches_torchvision_forward_and_gradients(shape):
     bias = torch.randn(c, generator=gen, requires_grad=True)
     grad_out = torch.randn(n, c, h, w, generator=gen)
     results = {}
-    for impl in IMPLS:
+    for impl in ("reference", "fast"):
         out = modulated_deform_conv2d(x, offset, mask, weight, bias, impl=impl)
         results[impl] = (out, torch.autograd.grad(out, (x, offset, mask, weight, bias), grad_out))
     (ref_out, ref_grads), (out, grads) = results["reference"], results["fast"]
@@ -181,3 +187,79 @@ def test_official_init():
     assert torch.count_nonzero(dcn.bias) == 0
     assert float(dcn.weight.abs().max()) <= 1 / (256 * 9) ** 0.5
     assert dcn.conv_offset_mask.out_channels == 216
+
+
+@needs_cpp
+@pytest.mark.parametrize("groups,c,stride,padding,dilation,n", [
+    (8, 128, 1, 1, 1, 1),   # FaPN's shape (16 channels per group)
+    (8, 64, 1, 1, 1, 2),    # 8 per group, batch 2
+    (4, 128, 1, 1, 1, 1),   # 32 per group
+    (3, 15, 2, 2, 2, 2),    # 5 per group (generic loop), stride 2, dilation 2
+    (1, 7, 1, 0, 1, 1),     # one group, no padding
+])
+def test_compiled_forward_matches_torchvision(groups, c, stride, padding, dilation, n):
+    from torchvision.ops import deform_conv2d
+
+    gen = torch.Generator().manual_seed(5)
+    h, w = 13, 18
+    ho = (h + 2 * padding - dilation * 2 - 1) // stride + 1
+    wo = (w + 2 * padding - dilation * 2 - 1) // stride + 1
+    x = torch.randn(n, c, h, w, generator=gen)
+    offset = torch.randn(n, 2 * groups * 9, ho, wo, generator=gen) * 4  # many samples fall off the border
+    mask = torch.rand(n, groups * 9, ho, wo, generator=gen)
+    weight, bias = torch.randn(24, c, 3, 3, generator=gen) * 0.1, torch.randn(24, generator=gen)
+    with torch.inference_mode():
+        ref = deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+        ours = modulated_deform_conv2d(x, offset, mask, weight, bias, stride=stride, padding=padding,
+                                       dilation=dilation, impl="cpp")
+        chunked = modulated_deform_conv2d(x, offset, mask, weight, bias, stride=stride, padding=padding,
+                                          dilation=dilation, impl="cpp", max_cols_bytes=1)  # one pixel per tile
+        # channels-last input takes the same path without a copy
+        cl = modulated_deform_conv2d(x.contiguous(memory_format=torch.channels_last), offset, mask, weight, bias,
+                                     stride=stride, padding=padding, dilation=dilation, impl="cpp")
+    assert ours.shape == ref.shape and ours.is_contiguous()
+    assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-5
+    # (GEMMs over different tile sizes sum in different orders: equal to float32 rounding, not bit-identical)
+    torch.testing.assert_close(chunked, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cl, ours, rtol=1e-5, atol=1e-5)
+
+
+@needs_cpp
+def test_auto_uses_compiled_forward_for_cpu_inference_only(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_impl("auto", cpu, inference=True) == "cpp"
+    assert resolve_impl("auto", cpu, inference=False) == "fast"            # training: gradients needed
+    assert resolve_impl("auto", cpu, inference=True, dtype=torch.float64) == "fast"
+    assert resolve_impl("cpp", cpu, inference=False) == "fast"
+    calls = []
+    ext = dcn_ext.load()
+    monkeypatch.setattr(dcn_ext, "load", lambda: type("Ext", (), {
+        "modulated_deform_conv2d_forward": staticmethod(lambda *a: calls.append(1) or ext.modulated_deform_conv2d_forward(*a))})())
+    x, off, m, wt = torch.randn(1, 16, 5, 5), torch.randn(1, 144, 5, 5), torch.rand(1, 72, 5, 5), torch.randn(4, 16, 3, 3)
+    with torch.inference_mode():
+        modulated_deform_conv2d(x, off, m, wt)
+    assert calls == [1]
+    # under autograd the same call takes the differentiable fast path, with the same numbers
+    xg = x.clone().requires_grad_()
+    out = modulated_deform_conv2d(xg, off, m, wt)
+    assert calls == [1] and out.requires_grad
+    with torch.inference_mode():
+        torch.testing.assert_close(out.detach(), modulated_deform_conv2d(x, off, m, wt), rtol=1e-5, atol=1e-5)
+
+
+def test_missing_build_falls_back_or_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("FAPN_EXT_DIR", str(tmp_path))  # an empty build folder: nothing matches
+    monkeypatch.setattr(dcn_ext, "_module", None)
+    monkeypatch.setattr(dcn_ext, "_tried", False)
+    assert dcn_ext.load() is None
+    assert "fapn build-ext" in dcn_ext.status() and str(tmp_path) in dcn_ext.status()
+    cpu = torch.device("cpu")
+    assert resolve_impl("auto", cpu, inference=True) == "fast"
+    with pytest.raises(RuntimeError, match="'cpp' was forced but is not available.*fapn build-ext"):
+        resolve_impl("cpp", cpu, inference=True)
+    # the build folder name changes with the source, so a build of other code is never loaded
+    name = dcn_ext.module_name()
+    src = tmp_path / "dcn_cpu.cpp"
+    src.write_bytes(dcn_ext.SOURCE.read_bytes() + b"// changed\n")
+    monkeypatch.setattr(dcn_ext, "SOURCE", src)
+    assert dcn_ext.module_name() != name and dcn_ext.module_name().startswith("fapn_dcn_cpu_")
