@@ -167,6 +167,10 @@ def _bench(args: argparse.Namespace) -> int:
                                   channels_last=args.channels_last, trained_offsets=not args.zero_offsets,
                                   progress=say)
         print("## Whole models (inference, batch 1)\n")
+        print("FaPN offsets: " + ("zero (the official initialisation)" if args.zero_offsets else
+                                  "as large as trained ones (RMS " + "/".join(
+                                      f"{v:g}" for v in bench.TRAINED_OFFSET_RMS.values()) + " feature px at p2/p3/p4)")
+              + "; input: a synthetic street scene\n")
         print(bench.format_model_table(rows), "\n")
         print(bench.ratio_table(rows), "\n")
     if "train" in args.what:

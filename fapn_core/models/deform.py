@@ -244,9 +244,13 @@ class ModulatedDeformConv(nn.Module):
 
     @staticmethod
     def split_offset_mask(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Official split of ``conv_offset_mask``'s output: ``offset = cat(o1, o2)``, ``mask = sigmoid(m)``."""
-        o1, o2, m = torch.chunk(raw, 3, dim=1)
-        return torch.cat((o1, o2), dim=1), torch.sigmoid(m)
+        """Official split of ``conv_offset_mask``'s output: ``offset = cat(o1, o2)``, ``mask = sigmoid(m)``.
+
+        ``o1, o2, m = chunk(raw, 3)`` are consecutive, so ``cat(o1, o2)`` is the first two thirds of ``raw``: taken
+        as a view (no copy), identical values.
+        """
+        n = raw.shape[1] // 3
+        return raw[:, : 2 * n], torch.sigmoid(raw[:, 2 * n:])
 
     def forward(self, x: torch.Tensor, offset_feat: torch.Tensor) -> torch.Tensor:
         raw = self.conv_offset_mask(offset_feat)
