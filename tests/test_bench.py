@@ -68,3 +68,17 @@ def test_trained_like_offsets_reach_the_trained_magnitudes():
         assert abs(rms / TRAINED_OFFSET_RMS[lvl] - 1) < 0.05, (lvl, rms)
     # FPN has no deformable conv: nothing to do
     assert set_trained_like_offsets(build_model("fpn_r18_semfpn", num_classes=5).eval(), x) == {}
+
+
+def test_build_ext_command_reports_a_failed_build_and_exits_nonzero(monkeypatch, capsys):
+    from fapn_core import cli
+    from fapn_core.models import dcn_ext
+
+    def broken(verbose=False):
+        raise OSError("g++: command not found")
+
+    monkeypatch.setattr(dcn_ext, "build", broken)
+    assert cli.main(["build-ext"]) == 1
+    err = capsys.readouterr().err
+    assert "could not build the compiled CPU DCN" in err and "g++: command not found" in err
+    assert "PyTorch fast path" in err

@@ -214,14 +214,21 @@ def test_compiled_forward_matches_torchvision(groups, c, stride, padding, dilati
                                        dilation=dilation, impl="cpp")
         chunked = modulated_deform_conv2d(x, offset, mask, weight, bias, stride=stride, padding=padding,
                                           dilation=dilation, impl="cpp", max_cols_bytes=1)  # one pixel per tile
-        # channels-last input takes the same path without a copy
-        cl = modulated_deform_conv2d(x.contiguous(memory_format=torch.channels_last), offset, mask, weight, bias,
+        # channels-last input (and offsets/mask, read through their strides) gives a channels-last output
+        to_cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+        cl = modulated_deform_conv2d(to_cl(x), to_cl(offset), to_cl(mask), weight, bias,
                                      stride=stride, padding=padding, dilation=dilation, impl="cpp")
+        # offsets as a strided view of a bigger tensor (as the model's raw[:, :2·G·9] is)
+        raw = torch.cat([offset, mask, torch.randn(n, 5, ho, wo, generator=gen)], dim=1)
+        view = modulated_deform_conv2d(x, raw[:, : offset.shape[1]], raw[:, offset.shape[1]: offset.shape[1] + mask.shape[1]],
+                                       weight, bias, stride=stride, padding=padding, dilation=dilation, impl="cpp")
     assert ours.shape == ref.shape and ours.is_contiguous()
     assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-5
     # (GEMMs over different tile sizes sum in different orders: equal to float32 rounding, not bit-identical)
     torch.testing.assert_close(chunked, ours, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cl, ours, rtol=1e-5, atol=1e-5)
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(view, ours, rtol=1e-5, atol=1e-5)
 
 
 @needs_cpp

@@ -18,28 +18,29 @@
 namespace {
 
 // Sample one tile of output pixels (rows [r0, r0+th) × columns [c0, c0+tw)) into cols (th·tw, G·K·Cg), row-major
-// over the tile. x is one image channels-last (H, W, C); offset (2GK, Ho, Wo) and mask (GK, Ho, Wo) planes.
+// over the tile. x is one image channels-last (H, W, C); offset (2GK, Ho, Wo) and mask (GK, Ho, Wo) are read
+// through their strides (channel, row, column), so NCHW and channels-last tensors are both read in place.
 template <int64_t CG>  // channels per deformable group; 0 = any (known at compile time lets the loop vectorise fully)
-void sample_tile(const float* x, const float* offset, const float* mask, float* cols, int64_t H, int64_t W,
-                 int64_t C, int64_t G, int64_t kh, int64_t kw, int64_t Ho, int64_t Wo, int64_t stride,
+void sample_tile(const float* x, const float* offset, const int64_t* os, const float* mask, const int64_t* ms,
+                 float* cols, int64_t H, int64_t W, int64_t C, int64_t G, int64_t kh, int64_t kw, int64_t stride,
                  int64_t pad, int64_t dil, int64_t r0, int64_t th, int64_t c0, int64_t tw) {
   const int64_t K = kh * kw;
   const int64_t Cg = CG > 0 ? CG : C / G;
-  const int64_t plane = Ho * Wo;
   const int64_t ncols = G * K * Cg;
   for (int64_t p = 0; p < th * tw; ++p) {
     const int64_t y = r0 + p / tw;
     const int64_t xo = c0 + p % tw;
-    const int64_t pix = y * Wo + xo;
+    const float* off_pix = offset + y * os[1] + xo * os[2];
+    const float* mask_pix = mask + y * ms[1] + xo * ms[2];
     float* dst_pixel = cols + p * ncols;
     for (int64_t g = 0; g < G; ++g) {
       const float* src_g = x + g * Cg;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t gk = g * K + k;
         float* dst = dst_pixel + gk * Cg;
-        const float dy = offset[(2 * gk) * plane + pix];
-        const float dx = offset[(2 * gk + 1) * plane + pix];
-        const float m = mask[gk * plane + pix];
+        const float dy = off_pix[(2 * gk) * os[0]];
+        const float dx = off_pix[(2 * gk + 1) * os[0]];
+        const float m = mask_pix[gk * ms[0]];
         const float py = static_cast<float>(y * stride - pad + (k / kw) * dil) + dy;
         const float px = static_cast<float>(xo * stride - pad + (k % kw) * dil) + dx;
         if (!(py > -1.f && px > -1.f && py < static_cast<float>(H) && px < static_cast<float>(W))) {
@@ -86,7 +87,7 @@ SampleFn pick_sampler(int64_t Cg) {
 }  // namespace
 
 // x (N, C, H, W) any layout; offset (N, 2GK, Ho, Wo) and mask (N, GK, Ho, Wo); weight (Cout, C, kh, kw).
-// Returns (N, Cout, Ho, Wo) contiguous. The output is cut into 2-D tiles whose column buffer is at most
+// Returns (N, Cout, Ho, Wo), channels-last when x is, else contiguous. The output is cut into 2-D tiles whose column buffer is at most
 // max_cols_bytes (at least one pixel): each thread samples a tile (its samples then sit in that core's cache,
 // and neighbouring pixels' samples overlap), multiplies it with the weight and writes the tile's output.
 torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor offset, torch::Tensor mask,
@@ -109,8 +110,9 @@ torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor off
   const int64_t Cg = C / G;
 
   at::Tensor xl = x.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C): free when x is channels-last
-  at::Tensor off = offset.contiguous();
-  at::Tensor msk = mask.contiguous();
+  const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  const int64_t os[3] = {offset.stride(1), offset.stride(2), offset.stride(3)};
+  const int64_t ms[3] = {mask.stride(1), mask.stride(2), mask.stride(3)};
   // weight columns in the buffer's order (g, k, c): (Cout, G, Cg, K) -> (Cout, G, K, Cg)
   at::Tensor wmat = weight.reshape({Cout, G, Cg, K}).permute({0, 1, 3, 2}).reshape({Cout, G * K * Cg}).contiguous();
 
@@ -121,33 +123,44 @@ torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor off
   const int64_t tiles_y = (Ho + th - 1) / th, tiles_x = (Wo + tw - 1) / tw;
   const int64_t tiles = N * tiles_y * tiles_x;
 
-  at::Tensor out = at::empty({N, Cout, Ho, Wo}, x.options());
+  at::Tensor out = at::empty({N, Cout, Ho, Wo}, x.options().memory_format(
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
   at::Tensor bias_f = (bias.has_value() && bias->defined()) ? bias->to(at::kFloat).contiguous() : at::Tensor();
   const SampleFn sample = pick_sampler(Cg);
   const float* xp = xl.data_ptr<float>();
-  const float* op = off.data_ptr<float>();
-  const float* mp = msk.data_ptr<float>();
+  const float* op = offset.data_ptr<float>();
+  const float* mp = mask.data_ptr<float>();
 
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     c10::InferenceMode guard;  // worker threads do not inherit the caller's mode; nothing here needs autograd
     // per-thread scratch: the tile's columns and its (Cout, pixels) GEMM result
     at::Tensor cols = at::empty({th * tw, ncols}, x.options());
-    at::Tensor res = at::empty({Cout, th * tw}, x.options());
+    at::Tensor res = channels_last ? at::empty({th * tw, Cout}, x.options()) : at::empty({Cout, th * tw}, x.options());
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / (tiles_y * tiles_x);
       const int64_t ty = (t / tiles_x) % tiles_y, tx = t % tiles_x;
       const int64_t r0 = ty * th, c0 = tx * tw;
       const int64_t rh = std::min(th, Ho - r0), cw = std::min(tw, Wo - c0);
-      sample(xp + n * H * W * C, op + n * 2 * G * K * Ho * Wo, mp + n * G * K * Ho * Wo, cols.data_ptr<float>(),
-             H, W, C, G, kh, kw, Ho, Wo, stride, pad, dil, r0, rh, c0, cw);
+      sample(xp + n * H * W * C, op + n * offset.stride(0), os, mp + n * mask.stride(0), ms, cols.data_ptr<float>(),
+             H, W, C, G, kh, kw, stride, pad, dil, r0, rh, c0, cw);
       at::Tensor cols_t = cols.narrow(0, 0, rh * cw);
-      at::Tensor res_t = res.narrow(1, 0, rh * cw);
-      if (bias_f.defined()) {
-        at::addmm_out(res_t, bias_f.view({Cout, 1}), wmat, cols_t.t());
+      if (channels_last) {  // (pixels, Cout) rows go straight to the NHWC output
+        at::Tensor res_t = res.narrow(0, 0, rh * cw);
+        if (bias_f.defined()) {
+          at::addmm_out(res_t, bias_f.view({1, Cout}), cols_t, wmat.t());
+        } else {
+          at::mm_out(res_t, cols_t, wmat.t());
+        }
+        out[n].permute({1, 2, 0}).narrow(0, r0, rh).narrow(1, c0, cw).copy_(res_t.view({rh, cw, Cout}));
       } else {
-        at::mm_out(res_t, wmat, cols_t.t());
+        at::Tensor res_t = res.narrow(1, 0, rh * cw);
+        if (bias_f.defined()) {
+          at::addmm_out(res_t, bias_f.view({Cout, 1}), wmat, cols_t.t());
+        } else {
+          at::mm_out(res_t, wmat, cols_t.t());
+        }
+        out[n].narrow(1, r0, rh).narrow(2, c0, cw).copy_(res_t.view({Cout, rh, cw}));
       }
-      out[n].narrow(1, r0, rh).narrow(2, c0, cw).copy_(res_t.view({Cout, rh, cw}));
     }
   });
   return out;
