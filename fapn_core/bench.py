@@ -224,8 +224,9 @@ def set_trained_like_offsets(model: torch.nn.Module, x: torch.Tensor,
         n_off = w.shape[0] * 2 // 3
         with torch.no_grad():
             w[:n_off].copy_(torch.randn(w[:n_off].shape, generator=gen).to(w))
-        hooks.append(m.conv_offset_mask.register_forward_hook(
-            lambda mod, i, o, level=level, n_off=n_off: seen.__setitem__(level, float(o[:, :n_off].pow(2).mean().sqrt()))))
+        def record(mod, inputs, out, level=level, n_off=n_off):
+            seen[level] = float(out[:, :n_off].pow(2).mean().sqrt())
+        hooks.append(m.conv_offset_mask.register_forward_hook(record))
     try:
         for _ in range(rounds):
             with torch.inference_mode():
@@ -320,11 +321,14 @@ def format_dcn_table(rows: Sequence[DCNRow]) -> str:
     head = ("| shape | torchvision fwd ms | fast fwd ms | compiled fwd ms | dense 3×3 fwd ms | fwd speed-up "
             "| DCN / dense fwd | torchvision f+b ms | fast f+b ms | dense f+b ms | f+b speed-up |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def ms(v: float, unit: str = "") -> str:
+        return "–" if math.isnan(v) else f"{v:.2f}{unit}" if unit else f"{v:.1f}"
+
     for r in rows:
-        cpp = "–" if math.isnan(r.cpp_fwd_ms) else f"{r.cpp_fwd_ms:.1f}"
-        lines.append(f"| {r.shape} | {r.ref_fwd_ms:.1f} | {r.fast_fwd_ms:.1f} | {cpp} | {r.dense_fwd_ms:.1f} | "
-                     f"{r.fwd_speedup:.2f}× | {r.best_fwd_ms / r.dense_fwd_ms:.2f}× | {r.ref_fwdbwd_ms:.1f} | {r.fast_fwdbwd_ms:.1f} | "
-                     f"{r.dense_fwdbwd_ms:.1f} | {r.fwdbwd_speedup:.2f}× |")
+        lines.append(f"| {r.shape} | {ms(r.ref_fwd_ms)} | {ms(r.fast_fwd_ms)} | {ms(r.cpp_fwd_ms)} | "
+                     f"{ms(r.dense_fwd_ms)} | {ms(r.fwd_speedup, '×')} | {ms(r.best_fwd_ms / r.dense_fwd_ms, '×')} | "
+                     f"{ms(r.ref_fwdbwd_ms)} | {ms(r.fast_fwdbwd_ms)} | {ms(r.dense_fwdbwd_ms)} | "
+                     f"{ms(r.fwdbwd_speedup, '×')} |")
     return "\n".join(lines)
 
 

@@ -220,8 +220,9 @@ def test_compiled_forward_matches_torchvision(groups, c, stride, padding, dilati
                                      stride=stride, padding=padding, dilation=dilation, impl="cpp")
         # offsets as a strided view of a bigger tensor (as the model's raw[:, :2·G·9] is)
         raw = torch.cat([offset, mask, torch.randn(n, 5, ho, wo, generator=gen)], dim=1)
-        view = modulated_deform_conv2d(x, raw[:, : offset.shape[1]], raw[:, offset.shape[1]: offset.shape[1] + mask.shape[1]],
-                                       weight, bias, stride=stride, padding=padding, dilation=dilation, impl="cpp")
+        n_off, n_mask = offset.shape[1], mask.shape[1]
+        view = modulated_deform_conv2d(x, raw[:, :n_off], raw[:, n_off: n_off + n_mask], weight, bias,
+                                       stride=stride, padding=padding, dilation=dilation, impl="cpp")
     assert ours.shape == ref.shape and ours.is_contiguous()
     assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-5
     # (GEMMs over different tile sizes sum in different orders: equal to float32 rounding, not bit-identical)
@@ -240,8 +241,14 @@ def test_auto_uses_compiled_forward_for_cpu_inference_only(monkeypatch):
     assert resolve_impl("cpp", cpu, inference=False) == "fast"
     calls = []
     ext = dcn_ext.load()
-    monkeypatch.setattr(dcn_ext, "load", lambda: type("Ext", (), {
-        "modulated_deform_conv2d_forward": staticmethod(lambda *a: calls.append(1) or ext.modulated_deform_conv2d_forward(*a))})())
+
+    class CountingExt:
+        @staticmethod
+        def modulated_deform_conv2d_forward(*args):
+            calls.append(1)
+            return ext.modulated_deform_conv2d_forward(*args)
+
+    monkeypatch.setattr(dcn_ext, "load", lambda: CountingExt)
     x, off, m, wt = torch.randn(1, 16, 5, 5), torch.randn(1, 144, 5, 5), torch.rand(1, 72, 5, 5), torch.randn(4, 16, 3, 3)
     with torch.inference_mode():
         modulated_deform_conv2d(x, off, m, wt)

@@ -87,9 +87,9 @@ SampleFn pick_sampler(int64_t Cg) {
 }  // namespace
 
 // x (N, C, H, W) any layout; offset (N, 2GK, Ho, Wo) and mask (N, GK, Ho, Wo); weight (Cout, C, kh, kw).
-// Returns (N, Cout, Ho, Wo), channels-last when x is, else contiguous. The output is cut into 2-D tiles whose column buffer is at most
-// max_cols_bytes (at least one pixel): each thread samples a tile (its samples then sit in that core's cache,
-// and neighbouring pixels' samples overlap), multiplies it with the weight and writes the tile's output.
+// Returns (N, Cout, Ho, Wo), channels-last when x is, else contiguous. The output is cut into 2-D tiles whose
+// column buffer is at most max_cols_bytes (at least one pixel): each thread samples a tile (its samples then sit in
+// that core's cache), multiplies it with the weight and writes the tile's output.
 torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor offset, torch::Tensor mask,
                                               torch::Tensor weight, c10::optional<torch::Tensor> bias,
                                               int64_t stride, int64_t pad, int64_t dil, int64_t max_cols_bytes) {
@@ -133,7 +133,7 @@ torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor off
 
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     c10::InferenceMode guard;  // worker threads do not inherit the caller's mode; nothing here needs autograd
-    // per-thread scratch: the tile's columns and its (Cout, pixels) GEMM result
+    // per-thread scratch: the tile's columns and its GEMM result ((pixels, Cout) for NHWC output, else transposed)
     at::Tensor cols = at::empty({th * tw, ncols}, x.options());
     at::Tensor res = channels_last ? at::empty({th * tw, Cout}, x.options()) : at::empty({Cout, th * tw}, x.options());
     for (int64_t t = begin; t < end; ++t) {
