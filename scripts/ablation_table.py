@@ -49,7 +49,8 @@ def main(root: Path) -> str:
     runs = load(root)
     seeds = list(runs)
     fpn = {m: statistics.mean(row_for(t, tbl, "fpn")[col] for t in runs.values()) for m, tbl, col in METRICS}
-    head = "| # | neck (paper's row) | params M | " + " | ".join(m for m, _, _ in METRICS) + " | Δ mIoU vs FPN | paper mIoU (R50, Cityscapes) |"
+    head = ("| # | neck (paper's row) | params M | " + " | ".join(m for m, _, _ in METRICS)
+            + " | Δ mIoU vs FPN | paper mIoU (R50, Cityscapes) |")
     lines = [f"Seeds: {', '.join(seeds)} (mean; per-seed values in brackets when more than one).", "", head,
              "|---|---|---:|" + "---:|" * len(METRICS) + "---:|---:|"]
     for i, (neck, label, paper) in enumerate(ROWS, 1):
@@ -58,11 +59,22 @@ def main(root: Path) -> str:
         for m, tbl, col in METRICS:
             vals = [row_for(t, tbl, neck)[col] for t in runs.values()]
             means[m] = statistics.mean(vals)
-            cells.append(f"{means[m]:.2f}" + (" [" + " / ".join(f"{v:.1f}" for v in vals) + "]" if len(vals) > 1 else ""))
+            per_seed = " [" + " / ".join(f"{v:.1f}" for v in vals) + "]" if len(vals) > 1 else ""
+            cells.append(f"{means[m]:.2f}{per_seed}")
         params = row_for(next(iter(runs.values())), "ablation", neck)["params_M"]
         delta = means["mIoU"] - fpn["mIoU"]
         lines.append(f"| {i} | `{neck}` ({label}) | {params:.2f} | " + " | ".join(cells)
                      + f" | {delta:+.2f} | {paper:.1f} |")
+    if len(seeds) > 1:
+        # how far apart two seeds of the same neck land: the noise floor for reading the rows above
+        spread = []
+        for m, tbl, col in METRICS:
+            diffs = []
+            for neck, _, _ in ROWS:
+                vals = [row_for(t, tbl, neck)[col] for t in runs.values()]
+                diffs.append(max(vals) - min(vals))
+            spread.append(f"{statistics.mean(diffs):.2f} (max {max(diffs):.2f})")
+        lines.append("| | seed-to-seed spread of one neck, mean over necks | | " + " | ".join(spread) + " | | |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,10 @@ ROOT=${ROOT:-runs/ablation}
 MODELS=(fpn_r18_semfpn fpn_extra_conv_r18_semfpn fam_r18_semfpn fam_se_r18_semfpn fapn_r18_semfpn
         deconv_fsm_r18_semfpn fam_noref_fsm_r18_semfpn)
 for run in "$ROOT"/seed*/; do
+  if [ -f "$run/eval/summary.json" ] && [ -z "${FORCE:-}" ]; then
+    echo "already evaluated: $run (FORCE=1 to redo)" >&2
+    continue
+  fi
   ckpts=()
   for m in "${MODELS[@]}"; do
     if [ -f "$run/$m/$m.safetensors" ]; then ckpts+=("$run/$m/$m.safetensors"); fi

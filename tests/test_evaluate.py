@@ -145,3 +145,33 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_ablation_table_script_means_seeds_and_reports_their_spread(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "scripts" / "ablation_table.py"
+    spec = importlib.util.spec_from_file_location("ablation_table", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    necks = [neck for neck, _, _ in mod.ROWS]
+    for seed, bump in ((0, 0.0), (1, 2.0)):
+        tables = {"ablation": [], "boundary": [], "small_objects": []}
+        for i, neck in enumerate(necks):
+            method = f"runs/ablation/seed{seed}/{neck}_r18_semfpn/{neck}_r18_semfpn.safetensors"
+            tables["ablation"].append({"method": method, "params_M": 13.0 + i, "mIoU": 40.0 + i + bump,
+                                       "boundary_IoU": 30.0, "iIoU": 20.0})
+            tables["boundary"].append({"method": method, "mean": 33.0 + bump, "3px": 28.0})
+            tables["small_objects"].append({"method": method, "small_IoU": 5.0})
+        out = tmp_path / f"seed{seed}" / "eval"
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({"tables": tables}))
+    text = mod.main(tmp_path)
+    fapn_row = next(line for line in text.splitlines() if line.startswith("| 5 | `fapn`"))
+    # mIoU mean of 44 and 46, per-seed values, +4 over FPN's mean (41), the paper's 80.0
+    assert "| 45.00 [44.0 / 46.0] |" in fapn_row and "| +4.00 | 80.0 |" in fapn_row
+    spread = text.splitlines()[-1]
+    assert spread.startswith("| | seed-to-seed spread")
+    assert "2.00 (max 2.00)" in spread and "0.00 (max 0.00)" in spread
+    with pytest.raises(SystemExit, match="no evaluated seeds"):
+        mod.main(tmp_path / "nothing")
