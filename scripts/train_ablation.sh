@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The seven-neck ablation (the paper's Table 1 at R18 on the synthetic benchmark): one shorter recipe for all
-# necks, same data, same seed (SEED=0 default; SEED=1 … for a second run). CPU (2 cores): two runs at a time with one thread each (about 75 minutes in all
-# here); DEVICE=cuda on a GPU. Runs resume from runs/ablation/seed<SEED>/<model>/train_state.pt when interrupted.
+# necks (600 steps, batch 8, 160×160 crops), same data, same seed (SEED=0 default; SEED=1 … for more runs).
+# CPU (2 cores): two runs at a time with one thread each, about 50 minutes per seed here; DEVICE=cuda on a GPU.
+# Runs resume from runs/ablation/seed<SEED>/<model>/train_state.pt when interrupted.
 # Then: scripts/evaluate_ablation.sh for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
