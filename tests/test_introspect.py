@@ -49,13 +49,18 @@ def test_known_constant_shift_is_decoded_in_feature_and_image_pixels():
     assert pred.logits.shape == (4, 70, 100) and pred.labels.shape == (70, 100)
 
 
+def _backbone_features(model, image: np.ndarray) -> dict[str, torch.Tensor]:
+    """The backbone's outputs for an RGB uint8 image, computed by hand (normalise, pad, backbone)."""
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        return model.backbone(model.pad(model.normalize(x)))
+
+
 def test_fsm_importance_equals_hand_computation():
     model = _tiny()
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     caps = predict_with_captures(model, image, what=("attention",)).captures
-    with torch.no_grad():
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-        res = model.backbone(model.pad(model.normalize(x)))
+    res = _backbone_features(model, image)
     for lvl in (2, 3, 4):
         fsm = model.neck.__getattr__(f"align{lvl}").lateral
         feat = res[f"res{lvl}"][0].double()
@@ -107,9 +112,7 @@ def test_fsm_inputs_are_the_backbone_features_from_the_same_pass():
     model = _tiny()
     image = np.random.default_rng(2).integers(0, 256, (70, 100, 3), dtype=np.uint8)
     caps = predict_with_captures(model, image, what=("fsm_inputs",)).captures
-    with torch.no_grad():
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-        res = model.backbone(model.pad(model.normalize(x)))
+    res = _backbone_features(model, image)
     for lvl, stride in ((2, 4), (3, 8), (4, 16)):
         got = caps.fsm[f"p{lvl}"].inputs
         expected = res[f"res{lvl}"][0, :, : -(-70 // stride), : -(-100 // stride)].numpy()
