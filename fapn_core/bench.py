@@ -35,10 +35,16 @@ def _deform_conv_flops(input_shape, weight_shape, offset_shape, *args, out_shape
     return 2 * c_out * samples + 9 * samples
 
 
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def flop_counter() -> FlopCounterMode:
-    """A ``FlopCounterMode`` that also counts ``torchvision::deform_conv2d`` (the reference DCN path)."""
+    """A ``FlopCounterMode`` that also counts ``torchvision::deform_conv2d`` (the reference DCN path) and the
+    in-place ``addmm_`` (FaPN's fused 1×1 convs accumulate with it; torch counts only out-of-place ``addmm``)."""
     # FlopCounterMode looks ops up by overload packet and hands the formula shapes, not tensors.
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv_flops})
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv_flops,
+                                                          torch.ops.aten.addmm_: _addmm_flops})
 
 
 def count_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 1) -> dict[str, int]:

@@ -37,6 +37,23 @@ def test_fapn_flops_exceed_fpn_by_the_alignment_modules():
     assert f_fapn["neck"] - f_fpn["neck"] >= per_cell * (16 * 16 + 8 * 8 + 4 * 4)
 
 
+def test_fused_1x1_convs_count_the_flops_of_their_unfused_definitions():
+    # FaPN's offset conv over cat[a, 2·b] runs as mm + in-place addmm_, the FSM as a per-image matmul: the counter
+    # must see the FLOPs of the official 1×1 convs (2·C_out·C_in per pixel), not fewer
+    from fapn_core.models.necks import ConcatPointwise, FeatureSelection
+
+    a, b, x = torch.randn(2, 8, 5, 6), torch.randn(2, 8, 5, 6), torch.randn(2, 12, 5, 6)
+    for mode in (torch.inference_mode, torch.enable_grad):
+        counter = flop_counter()
+        with mode(), counter:
+            ConcatPointwise(8, 8, 16)(a, b)
+        assert counter.get_total_flops() == 2 * 16 * 16 * 2 * 5 * 6
+        counter = flop_counter()
+        with mode(), counter:
+            FeatureSelection(12, 16)(x)
+        assert counter.get_total_flops() == 2 * (16 * 12 * 5 * 6 + 12 * 12) * 2
+
+
 def test_dcn_bench_rows_and_table():
     rows = bench_dcn([(16, 8, 12)], repeats=1)
     assert len(rows) == 1 and rows[0].fast_fwd_ms > 0 and rows[0].ref_fwdbwd_ms > 0

@@ -233,6 +233,53 @@ def test_compiled_forward_matches_torchvision(groups, c, stride, padding, dilati
 
 
 @needs_cpp
+def test_compiled_forward_on_wide_maps_and_exact_borders():
+    # several 32-pixel tiles per row with a partial last one; offsets that put samples exactly on the border lines
+    # (-1, H - 1, H and W: inside or outside by torchvision's rule) and at random half-integers; 16 and 8 channels
+    # per group (the vectorised sizes) with NCHW and channels-last offsets
+    from torchvision.ops import deform_conv2d
+
+    gen = torch.Generator().manual_seed(11)
+    for c in (128, 64):
+        x = torch.randn(1, c, 6, 77, generator=gen)
+        ys = torch.arange(6.0).view(1, 1, 6, 1)
+        xs = torch.arange(77.0).view(1, 1, 1, 77)
+        k = torch.arange(9.0).view(1, 9, 1, 1)
+        ky, kx = k.div(3, rounding_mode="floor") - 1, k.remainder(3) - 1
+        # per kernel point a target row/column among -1, 0, H-1, H (resp. W) and beyond, minus the sampling base
+        target_y = torch.tensor([-1.0, 0.0, 5.0, 6.0, -1.5, 5.5, 2.0, -0.5, 6.5]).view(1, 9, 1, 1)
+        target_x = torch.tensor([-1.0, 76.0, 77.0, 0.0, 38.5, -0.5, 76.5, 1.0, 77.5]).view(1, 9, 1, 1)
+        dy = (target_y - ys - ky).expand(1, 9, 6, 77)
+        dx = (target_x - xs - kx).expand(1, 9, 6, 77)
+        exact = torch.stack([dy, dx], dim=2).reshape(1, 18, 6, 77).repeat(1, 8, 1, 1)
+        noisy = torch.round(torch.randn(1, 144, 6, 77, generator=gen) * 6) / 2
+        for offset in (exact, noisy, noisy.contiguous(memory_format=torch.channels_last)):
+            mask = torch.rand(1, 72, 6, 77, generator=gen)
+            weight, bias = torch.randn(16, c, 3, 3, generator=gen) * 0.1, torch.randn(16, generator=gen)
+            with torch.inference_mode():
+                ref = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+                ours = modulated_deform_conv2d(x, offset, mask, weight, bias, impl="cpp")
+            assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@needs_cpp
+def test_compiled_forward_gives_nan_offsets_zero_weight():
+    # a NaN offset (e.g. from a diverged checkpoint) samples nothing, like an offset far outside the image;
+    # torchvision's kernel has no defined result there, so the reference is an out-of-image offset
+    gen = torch.Generator().manual_seed(2)
+    x, weight = torch.randn(1, 16, 5, 7, generator=gen), torch.randn(4, 16, 3, 3, generator=gen)
+    offset, mask = torch.randn(1, 144, 5, 7, generator=gen), torch.rand(1, 72, 5, 7, generator=gen)
+    nan, far = offset.clone(), offset.clone()
+    nan[:, 10, 2, 3] = float("nan")   # dy of group 0, kernel point 5, at pixel (2, 3)
+    far[:, 10, 2, 3] = 1e6
+    with torch.inference_mode():
+        got = modulated_deform_conv2d(x, nan, mask, weight, impl="cpp")
+        ref = modulated_deform_conv2d(x, far, mask, weight, impl="cpp")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+@needs_cpp
 def test_auto_uses_compiled_forward_for_cpu_inference_only(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_impl("auto", cpu, inference=True) == "cpp"

@@ -8,7 +8,9 @@ import torch
 
 from fapn_core.models.backbones import build_resnet
 from fapn_core.models.layers import FrozenBatchNorm2d
-from fapn_core.models.necks import NECKS, FeatureSelection
+import torch.nn.functional as F
+
+from fapn_core.models.necks import NECKS, ConcatPointwise, FeatureSelection
 from fapn_core.models.zoo import build_model, count_parameters, get_model_config, list_models
 
 # The seed's ablation table (R50 unless noted), in millions.
@@ -73,6 +75,32 @@ def test_fsm_attention_is_sigmoid_of_pooled_projection():
     torch.testing.assert_close(fsm.attention(x), att)
     expected = torch.einsum("oc,bchw->bohw", fsm.conv.weight.view(3, 4), x + x * att)
     torch.testing.assert_close(fsm(x), expected)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("mode", ["inference", "grad", "channels_last"])
+def test_fused_fsm_and_offset_conv_equal_their_unfused_definitions(residual, mode):
+    # FSM: conv(x + x·att) (SE: conv(x·att)); FAM offset: conv1x1(cat[a, 2·b]) — the official forms, written out
+    gen = torch.Generator().manual_seed(3)
+    fsm = FeatureSelection(6, 5, residual=residual)
+    off = ConcatPointwise(5, 5, 4, scale_b=2.0)
+    x, a, b = (torch.randn(2, c, 7, 9, generator=gen) for c in (6, 5, 5))
+    if mode == "channels_last":
+        x, a, b = (t.contiguous(memory_format=torch.channels_last) for t in (x, a, b))
+    if mode == "grad":
+        x.requires_grad_(True)
+    att = fsm.attention(x)
+    fsm_ref = F.conv2d(x + x * att if residual else x * att, fsm.conv.weight)
+    off_ref = F.conv2d(torch.cat([a, b * 2], dim=1), off.weight)
+    with torch.inference_mode(mode == "inference"):
+        fsm_out, off_out = fsm(x), off(a, b)
+    torch.testing.assert_close(fsm_out, fsm_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(off_out, off_ref, rtol=1e-5, atol=1e-6)
+    if mode == "grad":
+        g_ours = torch.autograd.grad(fsm_out.square().sum(), [x, fsm.conv.weight, fsm.conv_atten.weight])
+        g_ref = torch.autograd.grad(fsm_ref.square().sum(), [x, fsm.conv.weight, fsm.conv_atten.weight])
+        for g1, g2 in zip(g_ours, g_ref):
+            torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_registry_names_and_errors():

@@ -17,9 +17,58 @@
 
 namespace {
 
-// Sample one tile of output pixels (rows [r0, r0+th) × columns [c0, c0+tw)) into cols (th·tw, G·K·Cg), row-major
-// over the tile. x is one image channels-last (H, W, C); offset (2GK, Ho, Wo) and mask (GK, Ho, Wo) are read
+// Widest tile the sampler handles (its per-row corner arrays live on the stack).
+constexpr int64_t kMaxTileWidth = 32;
+// How many (group, row, kernel point) steps ahead the sampler prefetches offset and mask rows.
+constexpr int64_t kPrefetchSteps = 4;
+
+// Bilinear corners of one row of tw ≤ kMaxTileWidth samples: for sample j at (base_y + dy_j, base_x + j·stride + dx_j)
+// with modulation m_j, the four corner addresses (into one group's (H, W, Cg) plane) and weights (bilinear · m).
+// A sample outside (-1, H) × (-1, W), or with a NaN offset, gets four zero weights (torchvision's rule), and a corner
+// outside the image gets weight 0 and a clamped, readable address. Branch-free (bitwise &, selects) so the loop
+// vectorises across samples; kUnit: offsets and masks are contiguous along the row (NCHW), plain vector loads.
+struct Corners {
+  alignas(64) int32_t i00[kMaxTileWidth], i01[kMaxTileWidth], i10[kMaxTileWidth], i11[kMaxTileWidth];
+  alignas(64) float w00[kMaxTileWidth], w01[kMaxTileWidth], w10[kMaxTileWidth], w11[kMaxTileWidth];
+};
+
+template <bool kUnit>
+inline void row_corners(Corners& c, const float* __restrict off_y, const float* __restrict off_x,
+                        const float* __restrict msk, int64_t os, int64_t ms, int64_t tw, float base_y, int64_t base_x,
+                        int64_t stride, int32_t H, int32_t W, int32_t Cg) {
+  const float Hf = static_cast<float>(H), Wf = static_cast<float>(W);
+#pragma omp simd
+  for (int64_t j = 0; j < tw; ++j) {
+    const float py = base_y + off_y[kUnit ? j : j * os];
+    const float px = static_cast<float>(base_x + j * stride) + off_x[kUnit ? j : j * os];
+    const float m_raw = msk[kUnit ? j : j * ms];
+    const bool inside = (py > -1.f) & (px > -1.f) & (py < Hf) & (px < Wf);  // false for NaN
+    const float qy = inside ? py : 0.f, qx = inside ? px : 0.f;
+    const float m = inside ? m_raw : 0.f;
+    // floor via truncation (|q| < max(H, W), exact in int32), which vectorises where floorf does not
+    const int32_t ty = static_cast<int32_t>(qy), tx = static_cast<int32_t>(qx);
+    const int32_t y0 = ty - (static_cast<float>(ty) > qy), x0 = tx - (static_cast<float>(tx) > qx);
+    const float fy = static_cast<float>(y0), fx = static_cast<float>(x0);
+    const float ly = qy - fy, lx = qx - fx, hy = 1.f - ly, hx = 1.f - lx;
+    const bool vy0 = y0 >= 0, vy1 = y0 + 1 <= H - 1, vx0 = x0 >= 0, vx1 = x0 + 1 <= W - 1;
+    c.w00[j] = (vy0 & vx0) ? hy * hx * m : 0.f;
+    c.w01[j] = (vy0 & vx1) ? hy * lx * m : 0.f;
+    c.w10[j] = (vy1 & vx0) ? ly * hx * m : 0.f;
+    c.w11[j] = (vy1 & vx1) ? ly * lx * m : 0.f;
+    const int32_t cy0 = vy0 ? y0 : 0, cy1 = vy1 ? y0 + 1 : H - 1;
+    const int32_t cx0 = vx0 ? x0 : 0, cx1 = vx1 ? x0 + 1 : W - 1;
+    c.i00[j] = (cy0 * W + cx0) * Cg;  // < H·W·Cg < 2^31, checked by the caller
+    c.i01[j] = (cy0 * W + cx1) * Cg;
+    c.i10[j] = (cy1 * W + cx0) * Cg;
+    c.i11[j] = (cy1 * W + cx1) * Cg;
+  }
+}
+
+// Sample one tile of output pixels (rows [r0, r0+th) × columns [c0, c0+tw), tw ≤ kMaxTileWidth) into
+// cols (th·tw, G·K·Cg), row-major over the tile. x is one image laid out group-planar (G, H, W, Cg): one group's
+// channels at neighbouring pixels are neighbouring cache lines. offset (2GK, Ho, Wo) and mask (GK, Ho, Wo) are read
 // through their strides (channel, row, column), so NCHW and channels-last tensors are both read in place.
+// Per group, tile row and kernel point: the row's corners at once (row_corners), then a gather of Cg-channel runs.
 template <int64_t CG>  // channels per deformable group; 0 = any (known at compile time lets the loop vectorise fully)
 void sample_tile(const float* x, const float* offset, const int64_t* os, const float* mask, const int64_t* ms,
                  float* cols, int64_t H, int64_t W, int64_t C, int64_t G, int64_t kh, int64_t kw, int64_t stride,
@@ -27,46 +76,45 @@ void sample_tile(const float* x, const float* offset, const int64_t* os, const f
   const int64_t K = kh * kw;
   const int64_t Cg = CG > 0 ? CG : C / G;
   const int64_t ncols = G * K * Cg;
-  for (int64_t p = 0; p < th * tw; ++p) {
-    const int64_t y = r0 + p / tw;
-    const int64_t xo = c0 + p % tw;
-    const float* off_pix = offset + y * os[1] + xo * os[2];
-    const float* mask_pix = mask + y * ms[1] + xo * ms[2];
-    float* dst_pixel = cols + p * ncols;
-    for (int64_t g = 0; g < G; ++g) {
-      const float* src_g = x + g * Cg;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t gk = g * K + k;
-        float* dst = dst_pixel + gk * Cg;
-        const float dy = off_pix[(2 * gk) * os[0]];
-        const float dx = off_pix[(2 * gk + 1) * os[0]];
-        const float m = mask_pix[gk * ms[0]];
-        const float py = static_cast<float>(y * stride - pad + (k / kw) * dil) + dy;
-        const float px = static_cast<float>(xo * stride - pad + (k % kw) * dil) + dx;
-        if (!(py > -1.f && px > -1.f && py < static_cast<float>(H) && px < static_cast<float>(W))) {
-          std::memset(dst, 0, sizeof(float) * Cg);
-          continue;
-        }
-        const float fy = std::floor(py), fx = std::floor(px);
-        const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
-        const int64_t y1 = y0 + 1, x1 = x0 + 1;
-        const float ly = py - fy, lx = px - fx, hy = 1.f - ly, hx = 1.f - lx;
-        // a corner outside the image contributes zero; its (clamped) address is read but weighted by 0
-        const bool vy0 = y0 >= 0, vy1 = y1 <= H - 1, vx0 = x0 >= 0, vx1 = x1 <= W - 1;
-        const float w00 = (vy0 && vx0) ? hy * hx * m : 0.f;
-        const float w01 = (vy0 && vx1) ? hy * lx * m : 0.f;
-        const float w10 = (vy1 && vx0) ? ly * hx * m : 0.f;
-        const float w11 = (vy1 && vx1) ? ly * lx * m : 0.f;
-        const int64_t cy0 = std::max<int64_t>(y0, 0), cy1 = std::min<int64_t>(y1, H - 1);
-        const int64_t cx0 = std::max<int64_t>(x0, 0), cx1 = std::min<int64_t>(x1, W - 1);
-        const float* s00 = src_g + (cy0 * W + cx0) * C;
-        const float* s01 = src_g + (cy0 * W + cx1) * C;
-        const float* s10 = src_g + (cy1 * W + cx0) * C;
-        const float* s11 = src_g + (cy1 * W + cx1) * C;
+  const bool unit = os[2] == 1 && ms[2] == 1;
+  const int64_t steps = G * th * K;  // (group, tile row, kernel point), group outermost
+  Corners cr;
+  for (int64_t q = 0; q < steps; ++q) {
+    const int64_t g = q / (th * K), r = (q / K) % th, k = q % K;
+    const int64_t y = r0 + r, gk = g * K + k;
+    if (unit && q + kPrefetchSteps < steps) {
+      // the offset and mask rows of a later step: the DCN reads 3·G·K channel rows per tile row, too many
+      // streams for the hardware prefetcher, so without this nearly every one of them is a cache miss
+      const int64_t q2 = q + kPrefetchSteps;
+      const int64_t y2 = r0 + (q2 / K) % th, gk2 = (q2 / (th * K)) * K + q2 % K;
+      const float* rows[3] = {offset + (2 * gk2) * os[0] + y2 * os[1] + c0, offset + (2 * gk2 + 1) * os[0] + y2 * os[1] + c0,
+                              mask + gk2 * ms[0] + y2 * ms[1] + c0};
+      for (const float* row : rows) {
+        for (int64_t j = 0; j < tw; j += 16) __builtin_prefetch(row + j);
+        __builtin_prefetch(row + tw - 1);
+      }
+    }
+    const float* off_y = offset + (2 * gk) * os[0] + y * os[1] + c0 * os[2];
+    const float* msk = mask + gk * ms[0] + y * ms[1] + c0 * ms[2];
+    const float base_y = static_cast<float>(y * stride - pad + (k / kw) * dil);
+    const int64_t base_x = c0 * stride - pad + (k % kw) * dil;
+    if (unit) {
+      row_corners<true>(cr, off_y, off_y + os[0], msk, 1, 1, tw, base_y, base_x, stride, H, W, Cg);
+    } else {
+      row_corners<false>(cr, off_y, off_y + os[0], msk, os[2], ms[2], tw, base_y, base_x, stride, H, W, Cg);
+    }
+    // one group's samples read only its own (H, W, Cg) plane
+    const float* src_g = x + g * H * W * Cg;
+    float* dst = cols + r * tw * ncols + gk * Cg;
+    for (int64_t j = 0; j < tw; ++j, dst += ncols) {
+      const float* s00 = src_g + cr.i00[j];
+      const float* s01 = src_g + cr.i01[j];
+      const float* s10 = src_g + cr.i10[j];
+      const float* s11 = src_g + cr.i11[j];
+      const float a = cr.w00[j], b = cr.w01[j], c = cr.w10[j], d = cr.w11[j];
 #pragma omp simd
-        for (int64_t c = 0; c < Cg; ++c) {
-          dst[c] = w00 * s00[c] + w01 * s01[c] + w10 * s10[c] + w11 * s11[c];
-        }
+      for (int64_t ch = 0; ch < Cg; ++ch) {
+        dst[ch] = a * s00[ch] + b * s01[ch] + c * s10[ch] + d * s11[ch];
       }
     }
   }
@@ -108,8 +156,10 @@ torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor off
   TORCH_CHECK(offset.size(0) == N && mask.size(0) == N && mask.size(1) == G * K && mask.size(2) == Ho &&
                   mask.size(3) == Wo, "fused DCN: offset/mask shape");
   const int64_t Cg = C / G;
+  TORCH_CHECK(H * W * Cg < (int64_t{1} << 31), "fused DCN: input of ", H, "x", W, " with ", Cg,
+              " channels per deformable group is too large (sample addresses are 32-bit)");
 
-  at::Tensor xl = x.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C): free when x is channels-last
+  at::Tensor xl = x.reshape({N, G, Cg, H, W}).permute({0, 1, 3, 4, 2}).contiguous();  // (N, G, H, W, Cg)
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
   const int64_t os[3] = {offset.stride(1), offset.stride(2), offset.stride(3)};
   const int64_t ms[3] = {mask.stride(1), mask.stride(2), mask.stride(3)};
@@ -118,7 +168,7 @@ torch::Tensor modulated_deform_conv2d_forward(torch::Tensor x, torch::Tensor off
 
   const int64_t ncols = G * K * Cg;
   const int64_t max_pixels = std::max<int64_t>(1, max_cols_bytes / (ncols * static_cast<int64_t>(sizeof(float))));
-  const int64_t tw = std::max<int64_t>(1, std::min<int64_t>({Wo, max_pixels, 32}));
+  const int64_t tw = std::max<int64_t>(1, std::min<int64_t>({Wo, max_pixels, kMaxTileWidth}));
   const int64_t th = std::max<int64_t>(1, std::min<int64_t>(Ho, max_pixels / tw));
   const int64_t tiles_y = (Ho + th - 1) / th, tiles_x = (Wo + tw - 1) / tw;
   const int64_t tiles = N * tiles_y * tiles_x;

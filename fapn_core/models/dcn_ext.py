@@ -20,7 +20,7 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).with_name("dcn_cpu.cpp")
-CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-trapping-math", "-mprefer-vector-width=512"]
 LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()

@@ -44,6 +44,57 @@ def _pyramid_shapes(channels: int, strides: dict[str, int], top_block: bool) -> 
     return shapes
 
 
+def pointwise_sum(terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``sum_i conv1x1(x_i, w_i)`` without bias; ``w_i`` is (C_out, C_i) or per image (N, C_out, C_i).
+
+    For NCHW-contiguous inputs this is one (batched) matrix product per term accumulated in place — no
+    concatenation, no scaled copy of an input, and 2–4× faster than ``F.conv2d`` on a concatenation on CPU.
+    Other layouts go through ``F.conv2d``. Differentiable either way; same FLOPs as the 1×1 convs.
+    """
+    x0 = terms[0][1]
+    n, _, h, w = x0.shape
+    if not all(x.is_contiguous() for _, x in terms):
+        out = None
+        for wt, x in terms:
+            if wt.dim() == 3:  # per-image weights: a grouped conv over the batch
+                y = F.conv2d(x.reshape(1, -1, h, w), wt.reshape(-1, wt.shape[-1], 1, 1), groups=n).view(n, -1, h, w)
+            else:
+                y = F.conv2d(x, wt[:, :, None, None])
+            out = y if out is None else out + y
+        assert out is not None
+        return out
+    per_image = [(wt.expand(n, -1, -1) if wt.dim() == 2 else wt, x.flatten(2)) for wt, x in terms]
+    if torch.is_grad_enabled() and any(t.requires_grad for wx in per_image for t in wx):
+        out = torch.bmm(*per_image[0])
+        for wt, x in per_image[1:]:
+            out = torch.baddbmm(out, wt, x)
+        return out.view(n, -1, h, w)
+    # inference: one GEMM per image and term, accumulated in place (measured faster than batched baddbmm_)
+    out = x0.new_empty(n, per_image[0][0].shape[1], h * w)
+    for i in range(n):
+        torch.mm(per_image[0][0][i], per_image[0][1][i], out=out[i])
+        for wt, x in per_image[1:]:
+            out[i].addmm_(wt[i], x[i])
+    return out.view(n, -1, h, w)
+
+
+class ConcatPointwise(nn.Conv2d):
+    """The FAM's ``offset`` conv: a 1×1 conv (no bias) over ``cat[a, scale·b]``, called as ``forward(a, b)``.
+
+    Computed as ``W_a·a + (scale·W_b)·b`` (:func:`pointwise_sum`) — no concatenated or scaled copy of the inputs;
+    scaling by 2 is exact in floating point. An ``nn.Conv2d`` of ``in_a + in_b`` channels, so parameters, state
+    dict and initialisation are the official ones.
+    """
+
+    def __init__(self, in_a: int, in_b: int, out_channels: int, *, scale_b: float = 2.0) -> None:
+        super().__init__(in_a + in_b, out_channels, 1, bias=False)
+        self.in_a, self.scale_b = in_a, scale_b
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        w = self.weight[:, :, 0, 0]
+        return pointwise_sum([(w[:, : self.in_a], a), (w[:, self.in_a:] * self.scale_b, b)])
+
+
 class FeatureSelection(nn.Module):
     """FSM: ``att = sigmoid(conv_atten(avgpool(x)))``; output ``conv(x + x·att)`` (``residual=False``: SE,
     ``conv(x·att)``). Both 1×1 convs have no bias; ``sigmoid`` is a module so hooks can capture ``att``."""
@@ -63,7 +114,10 @@ class FeatureSelection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         att = self.attention(x)
-        return self.conv(x + x * att if self.residual else x * att)
+        # conv(x + x·att) = conv with its input channels scaled by (1 + att): a per-image 1×1 weight, no
+        # full-resolution products (same math; float32 rounding differs by ~1e-7)
+        scale = (1 + att if self.residual else att).flatten(1)  # (N, C_in)
+        return pointwise_sum([(self.conv.weight[:, :, 0, 0] * scale[:, None, :], x)])
 
 
 class Resize(nn.Module):
@@ -98,7 +152,7 @@ class FeatureAlign(nn.Module):
         self.upsample = Resize()
         self.reference = reference
         if reference:
-            self.offset = nn.Conv2d(out_channels * 2, out_channels, 1, bias=False)
+            self.offset = ConcatPointwise(out_channels, out_channels, out_channels, scale_b=2.0)
             c2_xavier_fill(self.offset)
         self.dcn = ModulatedDeformConv(
             out_channels, out_channels, 3, padding=1, deformable_groups=deformable_groups, impl=dcn_impl
@@ -108,10 +162,13 @@ class FeatureAlign(nn.Module):
         feat_arm = self.lateral(lateral_feat)
         feat_up = self.upsample(top_down, tuple(lateral_feat.shape[-2:]))
         if self.reference:
-            offset_feat = self.offset(torch.cat([feat_arm, feat_up * 2], dim=1))
+            offset_feat = self.offset(feat_arm, feat_up)  # conv1x1(cat[feat_arm, 2·up]), fused
         else:
             offset_feat = feat_up
-        return F.relu(self.dcn(feat_up, offset_feat)) + feat_arm
+        out = F.relu(self.dcn(feat_up, offset_feat))
+        if torch.is_grad_enabled() and (out.requires_grad or feat_arm.requires_grad):
+            return out + feat_arm
+        return out.add_(feat_arm)  # inference: in place into relu's fresh output (what hooks saw is untouched)
 
 
 class DeconvFuse(nn.Module):
