@@ -308,6 +308,21 @@ def test_auto_uses_compiled_forward_for_cpu_inference_only(monkeypatch):
         torch.testing.assert_close(out.detach(), modulated_deform_conv2d(x, off, m, wt), rtol=1e-5, atol=1e-5)
 
 
+@needs_cpp
+def test_compiled_path_hands_planes_too_large_for_it_to_fast(monkeypatch):
+    from fapn_core.models import deform
+
+    calls = []
+    monkeypatch.setattr(deform, "_deform_fast", lambda *a: calls.append(a[0].shape) or torch.zeros(1))
+    x, off, m, wt = torch.randn(1, 16, 5, 6), torch.randn(1, 144, 5, 6), torch.rand(1, 72, 5, 6), torch.randn(4, 16, 3, 3)
+    with torch.inference_mode():
+        modulated_deform_conv2d(x, off, m, wt, impl="cpp")
+        assert calls == []
+        monkeypatch.setattr(deform, "_CPP_MAX_PLANE", 5 * 6 * 2)  # one group's plane here is 5·6·2 values
+        modulated_deform_conv2d(x, off, m, wt, impl="cpp")
+    assert calls == [(1, 16, 5, 6)]
+
+
 def test_missing_build_falls_back_or_says_how_to_build(monkeypatch, tmp_path):
     monkeypatch.setenv("FAPN_EXT_DIR", str(tmp_path))  # an empty build folder: nothing matches
     monkeypatch.setattr(dcn_ext, "_module", None)

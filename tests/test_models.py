@@ -78,7 +78,7 @@ def test_fsm_attention_is_sigmoid_of_pooled_projection():
 
 
 @pytest.mark.parametrize("residual", [True, False])
-@pytest.mark.parametrize("mode", ["inference", "grad", "channels_last"])
+@pytest.mark.parametrize("mode", ["inference", "grad", "channels_last", "mixed"])
 def test_fused_fsm_and_offset_conv_equal_their_unfused_definitions(residual, mode):
     # FSM: conv(x + x·att) (SE: conv(x·att)); FAM offset: conv1x1(cat[a, 2·b]) — the official forms, written out
     gen = torch.Generator().manual_seed(3)
@@ -87,6 +87,9 @@ def test_fused_fsm_and_offset_conv_equal_their_unfused_definitions(residual, mod
     x, a, b = (torch.randn(2, c, 7, 9, generator=gen) for c in (6, 5, 5))
     if mode == "channels_last":
         x, a, b = (t.contiguous(memory_format=torch.channels_last) for t in (x, a, b))
+    if mode == "mixed":  # a channels-last, b NCHW, x a strided view: the F.conv2d fallback
+        a = a.contiguous(memory_format=torch.channels_last)
+        x = torch.randn(2, 6, 7, 18, generator=gen)[..., ::2]
     if mode == "grad":
         x.requires_grad_(True)
     att = fsm.attention(x)
@@ -96,11 +99,31 @@ def test_fused_fsm_and_offset_conv_equal_their_unfused_definitions(residual, mod
         fsm_out, off_out = fsm(x), off(a, b)
     torch.testing.assert_close(fsm_out, fsm_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(off_out, off_ref, rtol=1e-5, atol=1e-6)
+    if mode == "channels_last":
+        assert off_out.is_contiguous(memory_format=torch.channels_last)
     if mode == "grad":
         g_ours = torch.autograd.grad(fsm_out.square().sum(), [x, fsm.conv.weight, fsm.conv_atten.weight])
         g_ref = torch.autograd.grad(fsm_ref.square().sum(), [x, fsm.conv.weight, fsm.conv_atten.weight])
         for g1, g2 in zip(g_ours, g_ref):
             torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+def test_fapn_runs_under_autocast():
+    # the fused 1×1 products take autocast's dtype as F.conv2d would (CPU bf16 here; the same code path as CUDA AMP)
+    torch.manual_seed(0)
+    model = build_model("fapn_r18_semfpn", num_classes=5, neck_channels=16, head_conv_dims=32).eval()
+    x = torch.rand(1, 3, 64, 96) * 255
+    with torch.inference_mode():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert float((low.float() - ref).abs().max() / ref.abs().max()) < 0.1
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(x, torch.randint(0, 5, (1, 64, 96)))
+    sum(losses.values()).backward()
+    assert model.neck.align2.offset.weight.grad is not None
 
 
 def test_registry_names_and_errors():

@@ -3,10 +3,12 @@
 // Same operator as torchvision::deform_conv2d (and the official DCNv2 kernel): per output pixel, deformable group g
 // and kernel point k, the input is sampled bilinearly at p + p_k + offset_{g,k} (zero outside the image, per corner),
 // multiplied by mask_{g,k}, and the samples of all (g, k, channel) are contracted with the weight.
-// Unlike torchvision's CPU kernel (channel-by-channel im2col in NCHW), samples are gathered from a channels-last copy
-// of the input so that each (pixel, g, k) reads 4 contiguous runs of C/G channels with one set of bilinear weights,
-// written straight into a small per-thread column buffer for a 2-D tile of output pixels, which one GEMM turns into
-// that tile's output.
+// Unlike torchvision's CPU kernel (channel-by-channel im2col in NCHW), samples are gathered from a group-planar copy
+// of the input, (G, H, W, C/G), so that each (pixel, g, k) reads 4 contiguous runs of C/G channels (one cache line
+// each at FaPN's 16) with one set of bilinear weights, and one group's neighbouring pixels are neighbouring lines.
+// The bilinear corners of a row of pixels are computed at once in SIMD, offset/mask rows are prefetched a few steps
+// ahead, and the samples go straight into a small per-thread column buffer for a 2-D tile of output pixels, which
+// one GEMM turns into that tile's output.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>

@@ -10,9 +10,10 @@ Three numerically equivalent implementations:
 - ``"reference"``: ``torchvision.ops.deform_conv2d`` (what the official DCNv2 kernel computes, bit-identical).
 - ``"fast"``: bilinear sampling with ``grid_sample`` for all groups and kernel points at once, then one
   matrix multiply (an im2col formulation); several times faster on CPU, forward and backward.
-- ``"cpp"``: a compiled CPU forward (``dcn_cpu.cpp``, built by ``fapn build-ext``) that gathers channels-last
-  samples straight into cache-sized column chunks, one GEMM each; float32 inference only; where gradients are
-  needed or the tensor is not a float32 CPU tensor it hands over to ``"fast"``.
+- ``"cpp"``: a compiled CPU forward (``dcn_cpu.cpp``, built by ``fapn build-ext``) that computes bilinear corners
+  in SIMD and gathers samples from a group-planar copy of the input straight into cache-sized column tiles, one
+  GEMM each; float32 inference only; where gradients are needed, the tensor is not a float32 CPU tensor or one
+  group's plane exceeds its 32-bit addressing (H·W·C/G ≥ 2³¹) it hands over to ``"fast"``.
 ``"auto"`` picks the fastest correct path for the tensor's device: ``"cpp"`` for CPU inference when it is
 built, else ``"fast"`` on CPU, and torchvision's fused kernel on CUDA.
 """
@@ -72,6 +73,8 @@ def resolve_impl(impl: str, device: torch.device, *, inference: bool = False,
 
 # The compiled path's column chunk: small enough to stay in a core's L2 between sampling and its GEMM.
 _CPP_CHUNK = 2**20
+# The compiled path addresses one group's (H, W, C/G) input plane with 32-bit offsets.
+_CPP_MAX_PLANE = 2**31
 
 
 def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
@@ -183,6 +186,8 @@ def modulated_deform_conv2d(
     inference = not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in (x, offset, mask, weight, bias))
     chosen = resolve_impl(impl, x.device, inference=inference, dtype=x.dtype)
+    if chosen == "cpp" and h * w * (c // groups) >= _CPP_MAX_PLANE:
+        chosen = "fast"
     if chosen == "cpp":
         ext = dcn_ext.load()
         assert ext is not None  # resolve_impl only picks "cpp" when it is loaded

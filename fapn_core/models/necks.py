@@ -47,35 +47,51 @@ def _pyramid_shapes(channels: int, strides: dict[str, int], top_block: bool) -> 
 def pointwise_sum(terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """``sum_i conv1x1(x_i, w_i)`` without bias; ``w_i`` is (C_out, C_i) or per image (N, C_out, C_i).
 
-    For NCHW-contiguous inputs this is one (batched) matrix product per term accumulated in place — no
-    concatenation, no scaled copy of an input, and 2–4× faster than ``F.conv2d`` on a concatenation on CPU.
-    Other layouts go through ``F.conv2d``. Differentiable either way; same FLOPs as the 1×1 convs.
+    For inputs that are all NCHW- or all channels-last-contiguous this is one (batched) matrix product per term,
+    accumulated — no concatenation, no scaled copy of an input, and 2–4× faster than ``F.conv2d`` on a concatenation
+    on CPU; the output has the inputs' layout. Mixed layouts go through ``F.conv2d``. Differentiable either way; the
+    FLOPs are those of the 1×1 convs.
     """
     x0 = terms[0][1]
     n, _, h, w = x0.shape
-    if not all(x.is_contiguous() for _, x in terms):
-        out = None
+    # one dtype for all operands: autocast's where it is on (as F.conv2d would run), else the promoted one
+    device = x0.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        dtype = x0.dtype
         for wt, x in terms:
-            if wt.dim() == 3:  # per-image weights: a grouped conv over the batch
-                y = F.conv2d(x.reshape(1, -1, h, w), wt.reshape(-1, wt.shape[-1], 1, 1), groups=n).view(n, -1, h, w)
-            else:
-                y = F.conv2d(x, wt[:, :, None, None])
+            dtype = torch.promote_types(torch.promote_types(dtype, wt.dtype), x.dtype)
+    terms = [(wt.to(dtype), x.to(dtype)) for wt, x in terms]
+    x0 = terms[0][1]
+    weights = [wt.expand(n, -1, -1) if wt.dim() == 2 else wt for wt, _ in terms]
+    cout = weights[0].shape[1]
+    if all(x.is_contiguous() for _, x in terms):  # out (N, C_out, HW) = W (N, C_out, C) @ X (N, C, HW)
+        pairs = [(wt, x.flatten(2)) for wt, (_, x) in zip(weights, terms)]
+        shape_out, finish = (n, cout, h * w), lambda o: o.view(n, cout, h, w)
+    elif all(x.is_contiguous(memory_format=torch.channels_last) for _, x in terms):
+        # out (N, HW, C_out) = X (N, HW, C) @ W^T (N, C, C_out), X a view of the NHWC storage
+        pairs = [(x.permute(0, 2, 3, 1).reshape(n, h * w, -1), wt.transpose(1, 2)) for wt, (_, x) in zip(weights, terms)]
+        shape_out, finish = (n, h * w, cout), lambda o: o.view(n, h, w, cout).permute(0, 3, 1, 2)
+    else:
+        out = None
+        for wt, (_, x) in zip(weights, terms):  # per-image weights: a grouped conv over the batch
+            y = F.conv2d(x.reshape(1, -1, h, w), wt.reshape(-1, wt.shape[-1], 1, 1), groups=n).view(n, -1, h, w)
             out = y if out is None else out + y
         assert out is not None
         return out
-    per_image = [(wt.expand(n, -1, -1) if wt.dim() == 2 else wt, x.flatten(2)) for wt, x in terms]
-    if torch.is_grad_enabled() and any(t.requires_grad for wx in per_image for t in wx):
-        out = torch.bmm(*per_image[0])
-        for wt, x in per_image[1:]:
-            out = torch.baddbmm(out, wt, x)
-        return out.view(n, -1, h, w)
+    if torch.is_grad_enabled() and any(t.requires_grad for pair in pairs for t in pair):
+        out = torch.bmm(*pairs[0])
+        for a, b in pairs[1:]:
+            out = torch.baddbmm(out, a, b)
+        return finish(out)
     # inference: one GEMM per image and term, accumulated in place (measured faster than batched baddbmm_)
-    out = x0.new_empty(n, per_image[0][0].shape[1], h * w)
+    out = x0.new_empty(shape_out)
     for i in range(n):
-        torch.mm(per_image[0][0][i], per_image[0][1][i], out=out[i])
-        for wt, x in per_image[1:]:
-            out[i].addmm_(wt[i], x[i])
-    return out.view(n, -1, h, w)
+        torch.mm(pairs[0][0][i], pairs[0][1][i], out=out[i])
+        for a, b in pairs[1:]:
+            out[i].addmm_(a[i], b[i])
+    return finish(out)
 
 
 class ConcatPointwise(nn.Conv2d):
