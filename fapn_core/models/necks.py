@@ -52,18 +52,17 @@ def pointwise_sum(terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tenso
     on CPU; the output has the inputs' layout. Mixed layouts go through ``F.conv2d``. Differentiable either way; the
     FLOPs are those of the 1×1 convs.
     """
-    x0 = terms[0][1]
-    n, _, h, w = x0.shape
     # one dtype for all operands: autocast's where it is on (as F.conv2d would run), else the promoted one
-    device = x0.device.type
+    device = terms[0][1].device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
     else:
-        dtype = x0.dtype
+        dtype = terms[0][1].dtype
         for wt, x in terms:
             dtype = torch.promote_types(torch.promote_types(dtype, wt.dtype), x.dtype)
     terms = [(wt.to(dtype), x.to(dtype)) for wt, x in terms]
     x0 = terms[0][1]
+    n, _, h, w = x0.shape
     weights = [wt.expand(n, -1, -1) if wt.dim() == 2 else wt for wt, _ in terms]
     cout = weights[0].shape[1]
     if all(x.is_contiguous() for _, x in terms):  # out (N, C_out, HW) = W (N, C_out, C) @ X (N, C, HW)
@@ -75,7 +74,7 @@ def pointwise_sum(terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tenso
         shape_out, finish = (n, h * w, cout), lambda o: o.view(n, h, w, cout).permute(0, 3, 1, 2)
     else:
         out = None
-        for wt, (_, x) in zip(weights, terms):  # per-image weights: a grouped conv over the batch
+        for wt, (_, x) in zip(weights, terms):  # mixed layouts: one grouped conv over the batch (per-image weights)
             y = F.conv2d(x.reshape(1, -1, h, w), wt.reshape(-1, wt.shape[-1], 1, 1), groups=n).view(n, -1, h, w)
             out = y if out is None else out + y
         assert out is not None
