@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 import torch
+from streamlit import config as st_config
+
+from app import server_paths as sp
 
 from fapn_core.checkpoints import CheckpointError, assets_dir, bundled_models, load_checkpoint
 from fapn_core.data.palettes import generic_palette
@@ -33,7 +36,7 @@ from fapn_core.models import dcn_ext
 
 DEFAULT_A, DEFAULT_B = "fpn_r18_semfpn", "fapn_r18_semfpn"
 MAX_UPLOAD_MB = int(os.environ.get("FAPN_MAX_UPLOAD_MB", "300"))
-ALLOW_LOCAL_PATHS = os.environ.get("FAPN_ALLOW_LOCAL_PATHS", "1") == "1"
+PROJECT = Path(__file__).resolve().parents[1]
 CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features")
 
 
@@ -182,12 +185,17 @@ def load_uploaded(name: str, data: bytes, device: str) -> ModelHandle:
     return _load_handle(key, Path(name).stem, str(path), device)
 
 
-def load_local(path_text: str, device: str) -> ModelHandle:
-    if not ALLOW_LOCAL_PATHS:
-        raise CheckpointError("local checkpoint paths are disabled on this server (FAPN_ALLOW_LOCAL_PATHS=0)")
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
+def server_paths() -> sp.ServerPaths:
+    """Whether this server reads checkpoint / dataset paths typed in the browser, and under which roots.
+
+    Read on every call (environment and ``server.address``), so it always matches the running server.
+    """
+    return sp.from_settings(os.environ, st_config.get_option("server.address"), PROJECT, Path.cwd())
+
+
+def load_local(path_text: str, device: str, policy: sp.ServerPaths | None = None) -> ModelHandle:
+    """A checkpoint at a server path, confined to the allowed model roots (``PathRefused`` otherwise)."""
+    path = (policy or server_paths()).checkpoint(path_text)
     return _load_handle(f"local:{_file_key(path)}:{device}", path.stem, str(path), device)
 
 
@@ -257,9 +265,10 @@ def _decode_upload(data: bytes, max_pixels: int):
 
 
 # -------------------------------------------------------------------------------------------------- sidebar
-def _model_picker(slot: str, default: str, device: str, errors: dict[str, str]) -> ModelHandle | None:
+def _model_picker(slot: str, default: str, device: str, errors: dict[str, str],
+                  paths: sp.ServerPaths) -> ModelHandle | None:
     bundled = sorted(bundled_models())
-    sources = ["Bundled", "Upload checkpoint"] + (["Local path"] if ALLOW_LOCAL_PATHS else [])
+    sources = ["Bundled", "Upload checkpoint"] + (["Local path"] if paths.enabled else [])
     src = st.radio(f"Model {slot.upper()}", sources, horizontal=True, key=f"src_{slot}")
     try:
         if src == "Bundled":
@@ -279,10 +288,13 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str]) 
             with st.spinner(f"Loading {up.name} …"):
                 handle = load_uploaded(up.name, data, device)
         else:
-            text = st.text_input(f"{slot.upper()}: checkpoint path", key=f"path_{slot}")
+            roots = ", ".join(str(r) for r in paths.model_roots)
+            text = st.text_input(f"{slot.upper()}: checkpoint path", key=f"path_{slot}",
+                                 help=f"A .safetensors/.pth/.pt/.pkl file under: {roots} (absolute, or relative "
+                                      "to one of these folders).")
             if not text:
                 return None
-            handle = load_local(text, device)
+            handle = load_local(text, device, paths)
     except (CheckpointError, InputError, ValueError, OSError) as e:
         errors[slot] = str(e)
         st.error(f"Model {slot.upper()}: {e}")
@@ -355,8 +367,9 @@ def build_context() -> Context:
             amp = st.selectbox("Precision", ["fp32", "AMP (bf16/fp16)"], key="precision") != "fp32"
         max_side = st.number_input("Max input side (px)", 64, 4096, 1024, step=64, key="max_side")
         errors: dict[str, str] = {}
-        a = _model_picker("a", DEFAULT_A, device, errors)
-        b = _model_picker("b", DEFAULT_B, device, errors)
+        paths = server_paths()
+        a = _model_picker("a", DEFAULT_A, device, errors, paths)
+        b = _model_picker("b", DEFAULT_B, device, errors, paths)
         if a is not None and b is not None and a.num_classes != b.num_classes:
             st.warning(f"A predicts {a.num_classes} classes and B {b.num_classes}: comparisons need the same classes")
         st.divider()

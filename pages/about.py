@@ -1,9 +1,12 @@
-"""About: what FPN, FAM and FSM are, the paper's tables, and how to load official checkpoints."""
+"""About: what FPN, FAM and FSM are, the paper's tables, how to load official checkpoints, and this server's
+settings."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+
+from app import state
 
 st.title("About FaPN Lab")
 st.markdown("""
@@ -48,4 +51,17 @@ fapn convert model_final.pth fapn_r50_cityscapes.safetensors --config config.yam
 Nothing is unpickled with code execution: `.pth` files are read with `torch.load(weights_only=True)`, `.pkl`
 files with an unpickler that admits numpy arrays only. A checkpoint that does not match the architecture is
 refused with the list of missing, unexpected and mis-shaped keys. Nothing is ever downloaded.
+""")
+st.subheader("This server")
+paths = state.server_paths()
+where = f"Listening on **{paths.address or 'all interfaces'}**: " + (
+    "a private (loopback) server." if paths.private else "a shared server.")
+st.markdown(f"""
+- {where}
+- Uploads: checkpoints up to {state.MAX_UPLOAD_MB} MiB (`FAPN_MAX_UPLOAD_MB`), images up to
+  {state.DEFAULT_MAX_PIXELS / 1e6:.0f} MP.
+- {paths.summary()}
+
+The settings for a shared server (`FAPN_ALLOW_LOCAL_PATHS`, `FAPN_MODEL_ROOTS`, `FAPN_DATA_ROOTS`) are in
+`docs/reliability.md`.
 """)

@@ -22,22 +22,33 @@ st.caption("Every metric over a dataset, A as the baseline. Counts are summed ov
 if ctx.a is None or ctx.b is None:
     state.require_ready(ctx)
     st.stop()
-kind = st.selectbox("Dataset", ["Synthetic test split (seed 2, held out)", "Folder (images/ + labels/)",
-                                "Cityscapes root", "ADE20K root"], key="ds_kind")
+paths = state.server_paths()
+kinds = ["Synthetic test split (seed 2, held out)"]
+if paths.enabled:
+    kinds += ["Folder (images/ + labels/)", "Cityscapes root", "ADE20K root"]
+else:
+    st.caption(f"Folders, Cityscapes and ADE20K need server paths. {paths.summary()}")
+kind = st.selectbox("Dataset", kinds, key="ds_kind")
 limit = st.number_input("Images (first N)", 1, 100000, 20, key="ds_limit")
+root = None
 if kind.startswith("Synthetic"):
     spec = f"synthetic:n={int(limit)},seed=2,size=256x512"
 else:
-    if not state.ALLOW_LOCAL_PATHS:
-        st.error("Server paths are disabled on this server (FAPN_ALLOW_LOCAL_PATHS=0).")
-        st.stop()
-    root = st.text_input("Root folder on the server", key="ds_root")
+    text = st.text_input("Root folder on the server", key="ds_root",
+                         help="A folder under: " + ", ".join(str(r) for r in paths.data_roots)
+                              + " (absolute, or relative to one of these folders).")
     split = ""
     if kind.startswith("Cityscapes"):
         split = ":" + st.selectbox("split", ["val", "train", "test"], key="ds_split_cs")
     elif kind.startswith("ADE20K"):
         split = ":" + st.selectbox("split", ["validation", "training"], key="ds_split_ade")
     prefix = {"F": "folder", "C": "cityscapes", "A": "ade20k"}[kind[0]]
+    if text:
+        try:
+            root = paths.dataset_folder(text)  # resolved and confined before anything under it is read
+        except ValueError as e:
+            st.error(str(e))
+            st.stop()
     spec = f"{prefix}:{root}{split}" if root else ""
 deadline = st.number_input("Time limit per run (s)", 10, 3600, 300, key="ds_deadline")
 name_a, name_b = ui.names(ctx)

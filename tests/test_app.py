@@ -184,3 +184,139 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(monkeypatch):
     ctx = state.Context(handle, handle, {}, image, "x", "k", [], None, None, None, "cuda", True, 1024)
     assert ctx.prediction("a") == "prediction on cpu"
     assert calls == [("bundled:x:cuda", "cuda"), ("bundled:x:cpu", "cpu")]
+
+
+# ------------------------------------------------------------------------------------ server paths (issue #19)
+@pytest.fixture()
+def shared_server(monkeypatch):
+    """The settings of a shared deployment: ``--server.address 0.0.0.0``, no FAPN_* path settings."""
+    from streamlit.testing.v1.util import patch_config_options
+
+    for name in ("FAPN_ALLOW_LOCAL_PATHS", "FAPN_MODEL_ROOTS", "FAPN_DATA_ROOTS"):
+        monkeypatch.delenv(name, raising=False)
+    with patch_config_options({"server.address": "0.0.0.0"}):
+        yield monkeypatch
+
+
+@pytest.fixture()
+def checkpoint_reads(monkeypatch):
+    """Every path the app hands to ``load_checkpoint``."""
+    from app import state
+
+    paths: list[str] = []
+    real = state.load_checkpoint
+
+    def spy(path, *args, **kwargs):
+        paths.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(state, "load_checkpoint", spy)
+    return paths
+
+
+def test_shared_server_offers_no_server_paths(shared_server):
+    at = _app().run()
+    _no_errors(at)
+    assert at.radio(key="src_a").options == ["Bundled", "Upload checkpoint"]
+    at.switch_page("../pages/dataset.py").run()
+    _no_errors(at)
+    assert at.selectbox(key="ds_kind").options == ["Synthetic test split (seed 2, held out)"]
+    assert any("Server paths: off" in c.value for c in at.caption)
+    at.switch_page("../pages/about.py").run()
+    _no_errors(at)
+    about = " ".join(m.value for m in at.markdown)
+    assert "Listening on **0.0.0.0**: a shared server." in about
+    assert "Server paths: off" in about and "FAPN_ALLOW_LOCAL_PATHS=1" in about
+
+
+def test_shared_server_confines_checkpoint_paths(shared_server, tmp_path, checkpoint_reads):
+    from app.server_paths import CHECKPOINT_REFUSED
+
+    root, bundled = tmp_path / "models", bundled_models()["fapn_r18_semfpn"]
+    root.mkdir()
+    (root / "escape.safetensors").symlink_to(bundled)  # a real checkpoint, but outside the root
+    shared_server.setenv("FAPN_ALLOW_LOCAL_PATHS", "1")
+    shared_server.setenv("FAPN_MODEL_ROOTS", str(root))
+    at = _app().run()
+    before = list(checkpoint_reads)
+    at.radio(key="src_a").set_value("Local path").run()
+    for text in (str(bundled), "../../etc/shadow.pth", "/etc/shadow.pth", "escape.safetensors", "~/x.pth",
+                 str(root / ".." / "models" / ".." / bundled.name)):
+        at.text_input(key="path_a").input(text).run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [f"Model A: {CHECKPOINT_REFUSED}"], text
+    assert checkpoint_reads == before  # nothing was loaded
+    at.switch_page("../pages/about.py").run()
+    assert any(f"checkpoints under `{root}`" in m.value for m in at.markdown)
+
+
+def test_checkpoint_under_an_allowed_root_loads(shared_server):
+    from app import state
+
+    shared_server.setenv("FAPN_ALLOW_LOCAL_PATHS", "1")
+    shared_server.setenv("FAPN_MODEL_ROOTS", str(ROOT / "assets"))
+    at = _app().run()
+    at.radio(key="src_b").set_value("Local path").run()
+    at.text_input(key="path_b").input("models/fapn_r18_semfpn.safetensors").run()  # relative to the root
+    _no_errors(at)
+    assert at.dataframe  # the Compare page ran with B from the server path
+    real = bundled_models()["fapn_r18_semfpn"].resolve()
+    assert any(k.startswith(f"local:{real}:") for k in state.MODEL_LOADS), list(state.MODEL_LOADS)
+
+
+def test_loopback_server_keeps_server_paths_under_the_working_folder(monkeypatch):
+    from streamlit.testing.v1.util import patch_config_options
+
+    for name in ("FAPN_ALLOW_LOCAL_PATHS", "FAPN_MODEL_ROOTS", "FAPN_DATA_ROOTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(ROOT)
+    with patch_config_options({"server.address": "127.0.0.1"}):
+        at = _app().run()
+        assert at.radio(key="src_a").options == ["Bundled", "Upload checkpoint", "Local path"]
+        at.radio(key="src_a").set_value("Local path").run()
+        at.text_input(key="path_a").input("assets/models/fpn_r18_semfpn.safetensors").run()
+        _no_errors(at)
+        assert at.dataframe
+        at.switch_page("../pages/about.py").run()
+        assert any("a private (loopback) server" in m.value for m in at.markdown)
+        assert any(f"checkpoints under `{ROOT}`" in m.value for m in at.markdown)
+
+
+def _folder_dataset(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "labels" / "a.png")
+    return root
+
+
+def test_dataset_page_refuses_a_folder_outside_the_roots(shared_server, tmp_path):
+    import fapn_core.data
+
+    from app.server_paths import FOLDER_REFUSED
+
+    allowed, outside = tmp_path / "data", _folder_dataset(tmp_path / "outside")
+    _folder_dataset(allowed / "inside")
+    (allowed / "link").symlink_to(outside)
+    opened: list[str] = []
+
+    def spy(spec, *args, **kwargs):
+        opened.append(spec)
+        raise ValueError(f"spy opened {spec}")
+
+    shared_server.setattr(fapn_core.data, "open_dataset", spy)
+    shared_server.setenv("FAPN_ALLOW_LOCAL_PATHS", "1")
+    shared_server.setenv("FAPN_DATA_ROOTS", str(allowed))
+    at = _app().run()
+    at.switch_page("../pages/dataset.py").run()
+    at.selectbox(key="ds_kind").set_value("Folder (images/ + labels/)").run()
+    for text in (str(outside), "../outside", "link", str(allowed / "inside" / ".." / ".." / "outside"), "~",
+                 "/etc"):
+        at.text_input(key="ds_root").input(text).run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [FOLDER_REFUSED], text
+        assert not at.button  # no "Run evaluation" for a refused folder
+    assert opened == []
+    at.text_input(key="ds_root").input("inside").run()
+    at.button(key="ds_run").click().run()
+    assert opened == [f"folder:{(allowed / 'inside').resolve()}"]  # the resolved folder, and only then read
