@@ -199,12 +199,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
     depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, n_res4))
     if depth is None:
         raise CheckpointError(f"cannot infer the ResNet depth ({n_res4} res4 blocks, bottleneck={bottleneck})")
-    head = "pointrend" if any(k.startswith("head.point_head.") for k in keys) else "semfpn"
-    hp = "head.coarse_sem_seg_head." if head == "pointrend" else "head."
-    num_classes, head_dims = shape(hp + "predictor.weight")[:2]
     frozen = "backbone.stem.conv1.norm.num_batches_tracked" not in keys
+    head_kwargs = _infer_head(keys, shape)
+    head = head_kwargs["head"]
+    if head in ("fasterrcnn", "maskrcnn", "panoptic") and frozen:
+        head_kwargs["freeze_at"] = 2  # detectron2's default; keys cannot tell, and it only matters for training
     kwargs: dict[str, Any] = dict(
-        neck=neck, depth=depth, head=head, num_classes=num_classes, head_conv_dims=head_dims,
+        neck=neck, depth=depth, **head_kwargs,
         stem_out_channels=shape("backbone.stem.conv1.weight")[0],
         res2_out_channels=shape("backbone.res2.0.conv1.weight")[0] if not bottleneck
         else shape("backbone.res2.0.conv3.weight")[0],
@@ -225,6 +226,42 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
     return base.replace(**kwargs)
 
 
+def _infer_head(keys: set[str], shape) -> dict[str, Any]:
+    """Head name and sizes from native key names: semantic (``head.*``) and/or R-CNN (``roi_heads.*``)."""
+    if any(k.startswith(("roi_heads.mask_head.point_head.", "roi_heads.mask_head.coarse_head.")) for k in keys):
+        raise CheckpointError(
+            "this is a PointRend instance-segmentation checkpoint (roi_heads.mask_head.coarse_head/point_head): "
+            "recognised, but its mask head is not implemented here; supported R-CNN heads are Faster R-CNN, "
+            "Mask R-CNN and Panoptic FPN")
+    if "roi_heads.box_predictor.bbox_pred.weight" in keys:
+        out: dict[str, Any] = dict(
+            num_classes=shape("roi_heads.box_predictor.bbox_pred.weight")[0] // 4,
+            box_fc_dim=shape("roi_heads.box_head.fc1.weight")[0],
+        )
+        if shape("roi_heads.box_predictor.cls_score.weight")[0] != out["num_classes"] + 1:
+            raise CheckpointError("roi_heads.box_predictor: cls_score has "
+                                  f"{shape('roi_heads.box_predictor.cls_score.weight')[0]} outputs, expected "
+                                  f"{out['num_classes'] + 1} (K classes + background) for a class-specific bbox_pred")
+        mask = "roi_heads.mask_head.predictor.weight" in keys
+        if mask:
+            out["mask_conv_dims"] = shape("roi_heads.mask_head.mask_fcn1.weight")[0]
+        if "head.predictor.weight" in keys:
+            out.update(head="panoptic", sem_seg_num_classes=shape("head.predictor.weight")[0],
+                       head_conv_dims=shape("head.predictor.weight")[1])
+            if not mask:
+                raise CheckpointError("semantic head and box head but no mask head: not a Panoptic FPN checkpoint")
+        else:
+            out["head"] = "maskrcnn" if mask else "fasterrcnn"
+        return out
+    if any(k.startswith("proposal_generator.") for k in keys):
+        raise CheckpointError("checkpoint has an RPN (proposal_generator.*) but no ROI box head "
+                              "(roi_heads.box_predictor.*): RPN-only models are not supported")
+    head = "pointrend" if any(k.startswith("head.point_head.") for k in keys) else "semfpn"
+    hp = "head.coarse_sem_seg_head." if head == "pointrend" else "head."
+    num_classes, head_dims = shape(hp + "predictor.weight")[:2]
+    return dict(head=head, num_classes=num_classes, head_conv_dims=head_dims)
+
+
 def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelConfig:
     """Native :class:`ModelConfig` from a detectron2 ``cfg.dump()`` (YAML path, text or loaded dict)."""
     import yaml
@@ -237,34 +274,22 @@ def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelC
         raise CheckpointError("not a detectron2 config dump: no MODEL section")
     m = cfg["MODEL"]
     arch = m.get("META_ARCHITECTURE")
+    if arch in ("GeneralizedRCNN", "PanopticFPN"):
+        return _rcnn_config_from_detectron2(cfg)
     if arch != "SemanticSegmentor":
         raise CheckpointError(
-            f"only semantic segmentation configs are supported (META_ARCHITECTURE SemanticSegmentor); got {arch}"
+            f"unsupported META_ARCHITECTURE {arch!r}; expected SemanticSegmentor, GeneralizedRCNN or PanopticFPN"
         )
-    builder = m["BACKBONE"]["NAME"]
-    necks = {"build_resnet_fan_backbone": "fapn", "build_resnet_fpn_backbone": "fpn"}
-    if builder not in necks:
-        raise CheckpointError(f"unsupported backbone builder {builder!r}; expected one of {sorted(necks)}")
-    if m.get("FPN", {}).get("NORM", "") != "":
-        raise CheckpointError(f"FPN.NORM {m['FPN']['NORM']!r} is not supported (official configs use '')")
-    r, s, ph = m["RESNETS"], m["SEM_SEG_HEAD"], m.get("POINT_HEAD", {})
+    s, ph = m["SEM_SEG_HEAD"], m.get("POINT_HEAD", {})
     heads = {"PointRendSemSegHead": "pointrend", "SemSegFPNHead": "semfpn"}
     if s["NAME"] not in heads:
         raise CheckpointError(f"unsupported SEM_SEG_HEAD.NAME {s['NAME']!r}; expected one of {sorted(heads)}")
     head = heads[s["NAME"]]
-    depth = int(r["DEPTH"])
-    if depth not in (18, 34, 50, 101):
-        raise CheckpointError(f"unsupported ResNet depth {depth}")
-    kwargs: dict[str, Any] = dict(
-        neck=necks[builder], depth=depth, head=head, num_classes=int(s["NUM_CLASSES"]),
-        backbone_norm=r["NORM"], stride_in_1x1=bool(r["STRIDE_IN_1X1"]),
-        stem_out_channels=int(r["STEM_OUT_CHANNELS"]), res2_out_channels=int(r["RES2_OUT_CHANNELS"]),
-        width_per_group=int(r["WIDTH_PER_GROUP"]), num_groups=int(r["NUM_GROUPS"]),
-        res5_dilation=int(r["RES5_DILATION"]), neck_channels=int(m["FPN"]["OUT_CHANNELS"]),
-        head_conv_dims=int(s["CONVS_DIM"]), head_norm=s["NORM"], common_stride=int(s["COMMON_STRIDE"]),
-        ignore_index=int(s.get("IGNORE_VALUE", 255)),
-        pixel_mean=tuple(m["PIXEL_MEAN"]), pixel_std=tuple(m["PIXEL_STD"]),
-        input_format=cfg.get("INPUT", {}).get("FORMAT", "BGR"),
+    kwargs: dict[str, Any] = _backbone_neck_from_detectron2(cfg)
+    kwargs.pop("freeze_at")  # semantic models here train every stage (as before); inference is unaffected
+    kwargs.update(
+        head=head, num_classes=int(s["NUM_CLASSES"]), head_conv_dims=int(s["CONVS_DIM"]), head_norm=s["NORM"],
+        common_stride=int(s["COMMON_STRIDE"]), ignore_index=int(s.get("IGNORE_VALUE", 255)),
     )
     if head == "pointrend":
         kwargs.update(
@@ -276,6 +301,101 @@ def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelC
         if int(ph["NUM_CLASSES"]) != kwargs["num_classes"]:
             raise CheckpointError("POINT_HEAD.NUM_CLASSES differs from SEM_SEG_HEAD.NUM_CLASSES")
     return ModelConfig(**kwargs)
+
+
+def _backbone_neck_from_detectron2(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    m = cfg["MODEL"]
+    builder = m["BACKBONE"]["NAME"]
+    necks = {"build_resnet_fan_backbone": "fapn", "build_resnet_fpn_backbone": "fpn"}
+    if builder not in necks:
+        raise CheckpointError(f"unsupported backbone builder {builder!r}; expected one of {sorted(necks)}")
+    if m.get("FPN", {}).get("NORM", "") != "":
+        raise CheckpointError(f"FPN.NORM {m['FPN']['NORM']!r} is not supported (official configs use '')")
+    r = m["RESNETS"]
+    depth = int(r["DEPTH"])
+    if depth not in (18, 34, 50, 101):
+        raise CheckpointError(f"unsupported ResNet depth {depth}")
+    return dict(
+        neck=necks[builder], depth=depth, backbone_norm=r["NORM"], stride_in_1x1=bool(r["STRIDE_IN_1X1"]),
+        stem_out_channels=int(r["STEM_OUT_CHANNELS"]), res2_out_channels=int(r["RES2_OUT_CHANNELS"]),
+        width_per_group=int(r["WIDTH_PER_GROUP"]), num_groups=int(r["NUM_GROUPS"]),
+        res5_dilation=int(r["RES5_DILATION"]), neck_channels=int(m["FPN"]["OUT_CHANNELS"]),
+        pixel_mean=tuple(m["PIXEL_MEAN"]), pixel_std=tuple(m["PIXEL_STD"]),
+        input_format=cfg.get("INPUT", {}).get("FORMAT", "BGR"),
+        freeze_at=int(m["BACKBONE"].get("FREEZE_AT", 0)),
+    )
+
+
+def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
+    """Faster/Mask R-CNN (``GeneralizedRCNN``) and Panoptic FPN configs; refuses settings implemented otherwise."""
+    m = cfg["MODEL"]
+    kw = _backbone_neck_from_detectron2(cfg)
+    rpn, roi, box = m["RPN"], m["ROI_HEADS"], m["ROI_BOX_HEAD"]
+    mask_head = m.get("ROI_MASK_HEAD", {})
+    expected = {
+        "PROPOSAL_GENERATOR.NAME": (m.get("PROPOSAL_GENERATOR", {}).get("NAME"), "RPN"),
+        "RPN.HEAD_NAME": (rpn.get("HEAD_NAME"), "StandardRPNHead"),
+        "ANCHOR_GENERATOR.NAME": (m.get("ANCHOR_GENERATOR", {}).get("NAME"), "DefaultAnchorGenerator"),
+        "ANCHOR_GENERATOR.OFFSET": (float(m.get("ANCHOR_GENERATOR", {}).get("OFFSET", 0.0)), 0.0),
+        "ROI_HEADS.NAME": (roi.get("NAME"), "StandardROIHeads"),
+        "ROI_BOX_HEAD.NAME": (box.get("NAME"), "FastRCNNConvFCHead"),
+        "ROI_BOX_HEAD.NUM_CONV": (int(box.get("NUM_CONV", 0)), 0),
+        "ROI_BOX_HEAD.NUM_FC": (int(box.get("NUM_FC", 2)), 2),
+        "ROI_BOX_HEAD.POOLER_TYPE": (box.get("POOLER_TYPE"), "ROIAlignV2"),
+        "ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": (bool(box.get("CLS_AGNOSTIC_BBOX_REG", False)), False),
+        "ROI_BOX_HEAD.BBOX_REG_WEIGHTS": ([float(v) for v in box.get("BBOX_REG_WEIGHTS", [])], [10.0, 10.0, 5.0, 5.0]),
+        "RPN.BBOX_REG_WEIGHTS": ([float(v) for v in rpn.get("BBOX_REG_WEIGHTS", [])], [1.0, 1.0, 1.0, 1.0]),
+        "ROI_BOX_HEAD.USE_SIGMOID_CE": (bool(box.get("USE_SIGMOID_CE", False)), False),
+        "ROI_BOX_HEAD.USE_FED_LOSS": (bool(box.get("USE_FED_LOSS", False)), False),
+    }
+    if m.get("MASK_ON"):
+        expected.update({
+            "ROI_MASK_HEAD.NAME": (mask_head.get("NAME"), "MaskRCNNConvUpsampleHead"),
+            "ROI_MASK_HEAD.NUM_CONV": (int(mask_head.get("NUM_CONV", 4)), 4),
+            "ROI_MASK_HEAD.POOLER_TYPE": (mask_head.get("POOLER_TYPE"), "ROIAlignV2"),
+            "ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": (bool(mask_head.get("CLS_AGNOSTIC_MASK", False)), False),
+        })
+    wrong = [f"{k} = {got!r} (supported: {want!r})" for k, (got, want) in expected.items() if got != want]
+    if wrong:
+        hint = (" — PointRend instance segmentation is recognised but not implemented"
+                if "PointRend" in str(mask_head.get("NAME", "")) + str(roi.get("NAME", "")) else "")
+        raise CheckpointError(f"unsupported R-CNN config setting(s): {'; '.join(wrong)}{hint}")
+    sizes = m["ANCHOR_GENERATOR"]["SIZES"]
+    if any(len(s) != 1 for s in sizes) or len(sizes) != 5:
+        raise CheckpointError(f"ANCHOR_GENERATOR.SIZES must give one size for each of p2..p6, got {sizes}")
+    ratios = m["ANCHOR_GENERATOR"]["ASPECT_RATIOS"]
+    ratios = ratios[0] if ratios and isinstance(ratios[0], list) else ratios
+    arch = m["META_ARCHITECTURE"]
+    head = "panoptic" if arch == "PanopticFPN" else ("maskrcnn" if m.get("MASK_ON") else "fasterrcnn")
+    if head == "panoptic" and not m.get("MASK_ON"):
+        raise CheckpointError("PanopticFPN config with MASK_ON false: not supported")
+    kw.update(
+        head=head, num_classes=int(roi["NUM_CLASSES"]),
+        anchor_sizes=tuple(float(s[0]) for s in sizes), anchor_aspect_ratios=tuple(float(r) for r in ratios),
+        rpn_pre_nms_topk_train=int(rpn["PRE_NMS_TOPK_TRAIN"]), rpn_pre_nms_topk_test=int(rpn["PRE_NMS_TOPK_TEST"]),
+        rpn_post_nms_topk_train=int(rpn["POST_NMS_TOPK_TRAIN"]),
+        rpn_post_nms_topk_test=int(rpn["POST_NMS_TOPK_TEST"]), rpn_nms_thresh=float(rpn["NMS_THRESH"]),
+        rpn_batch_size_per_image=int(rpn["BATCH_SIZE_PER_IMAGE"]),
+        roi_batch_size_per_image=int(roi["BATCH_SIZE_PER_IMAGE"]),
+        roi_positive_fraction=float(roi["POSITIVE_FRACTION"]), box_fc_dim=int(box["FC_DIM"]),
+        score_thresh_test=float(roi["SCORE_THRESH_TEST"]), nms_thresh_test=float(roi["NMS_THRESH_TEST"]),
+        detections_per_image=int(cfg.get("TEST", {}).get("DETECTIONS_PER_IMAGE", 100)),
+    )
+    if m.get("MASK_ON"):
+        kw["mask_conv_dims"] = int(mask_head["CONV_DIM"])
+    if head == "panoptic":
+        s, comb = m["SEM_SEG_HEAD"], m.get("PANOPTIC_FPN", {}).get("COMBINE", {})
+        if s["NAME"] != "SemSegFPNHead":
+            raise CheckpointError(f"unsupported Panoptic FPN SEM_SEG_HEAD.NAME {s['NAME']!r}")
+        kw.update(
+            sem_seg_num_classes=int(s["NUM_CLASSES"]), head_conv_dims=int(s["CONVS_DIM"]), head_norm=s["NORM"],
+            common_stride=int(s["COMMON_STRIDE"]), ignore_index=int(s.get("IGNORE_VALUE", 255)),
+            sem_seg_loss_weight=float(s.get("LOSS_WEIGHT", 0.5)),
+            panoptic_overlap_thresh=float(comb.get("OVERLAP_THRESH", 0.5)),
+            panoptic_stuff_area_limit=int(comb.get("STUFF_AREA_LIMIT", 4096)),
+            panoptic_instances_score_thresh=float(comb.get("INSTANCES_CONFIDENCE_THRESH", 0.5)),
+        )
+    return get_model_config(f"{kw['neck']}_r{kw['depth']}_{head}").replace(**kw)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -366,14 +486,28 @@ def make_card(model: torch.nn.Module, **fields: Any) -> dict[str, Any]:
         "num_params": count_parameters(model),
         "normalization": {"input_format": cfg.input_format, "pixel_mean": list(cfg.pixel_mean),
                           "pixel_std": list(cfg.pixel_std)},
+        "task": cfg.task,
         "classes": [f"class_{i}" for i in range(cfg.num_classes)],
         "palette": None,
         "training_data": None,
         "metrics": {},
     }
+    if cfg.task != "semantic":
+        # thing classes are ``classes`` (ROI class ids 0..K-1); dataset category ids where known (COCO JSON)
+        card["thing_category_ids"] = None
+    if cfg.task == "panoptic":
+        card["stuff_classes"] = ["things"] + [f"stuff_{i}" for i in range(1, cfg.sem_seg_num_classes)]
+        card["stuff_category_ids"] = None
     card.update(fields)
     if len(card["classes"]) != cfg.num_classes:
         raise ValueError(f"card lists {len(card['classes'])} classes, model has {cfg.num_classes}")
+    if cfg.task == "panoptic" and len(card["stuff_classes"]) != cfg.sem_seg_num_classes:
+        raise ValueError(f"card lists {len(card['stuff_classes'])} semantic classes (channel 0 = things), "
+                         f"the semantic head has {cfg.sem_seg_num_classes}")
+    for key, n in (("thing_category_ids", cfg.num_classes), ("stuff_category_ids", cfg.sem_seg_num_classes)):
+        ids = card.get(key)
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"card's {key} has {len(ids)} entries, expected {n}")
     return card
 
 

@@ -128,7 +128,7 @@ def test_fapn_runs_under_autocast():
 
 def test_registry_names_and_errors():
     names = list_models()
-    assert len(names) == len(NECKS) * 4 * 2
+    assert len(names) == len(NECKS) * 4 * 5  # semfpn, pointrend + fasterrcnn, maskrcnn, panoptic
     assert "fapn_r50_pointrend" in names and "fpn_r18_semfpn" in names
     with pytest.raises(KeyError, match="unknown model"):
         build_model("fapn_r51_pointrend")

@@ -160,6 +160,17 @@ class ResNet(nn.Module):
         return out
 
 
+def freeze_stages(backbone: ResNet, freeze_at: int) -> ResNet:
+    """detectron2's ``FREEZE_AT``: 1 freezes the stem, 2 the stem and res2, … (``requires_grad=False``)."""
+    if not 0 <= freeze_at <= 5:
+        raise ValueError(f"freeze_at must be 0..5, got {freeze_at}")
+    stages = [backbone.stem] + [getattr(backbone, n) for n in backbone.stage_names]
+    for stage in stages[:freeze_at]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+    return backbone
+
+
 def build_resnet(depth: int, **kwargs) -> ResNet:
     """ResNet-``depth`` with detectron2's defaults; R18/R34 use 64 res2 channels, R50/R101 256."""
     if depth in (18, 34):

@@ -7,6 +7,7 @@ after normalisation (as detectron2's ``ImageList``), and crops logits back to th
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -15,37 +16,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Segmentor(nn.Module):
+class ImageModel(nn.Module):
+    """What every model here shares: RGB 0–255 in, the model's own channel order and normalisation, zero padding
+    to ``size_divisibility`` after normalisation (detectron2's ``ImageList``)."""
+
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module,
-        head: nn.Module,
         *,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         input_format: str = "RGB",
         size_divisibility: int = 32,
-        ignore_index: int = 255,
     ) -> None:
         super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         if len(pixel_mean) != 3 or len(pixel_std) != 3:
             raise ValueError("pixel_mean and pixel_std need 3 values (in the model's channel order)")
-        self.backbone = backbone
-        self.neck = neck
-        self.head = head
         self.input_format = input_format
         self.size_divisibility = size_divisibility
-        self.ignore_index = ignore_index
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.config = None  # set by the zoo: the ModelConfig this model was built from
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +60,52 @@ class Segmentor(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), value=value)
         return x
 
+    @staticmethod
+    def image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """One RGB image, (H, W, 3) uint8 array or (3, H, W) tensor → (3, H, W) tensor."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"image must be H×W×3 RGB; got shape {image.shape}")
+            arr = np.ascontiguousarray(image)
+            return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image tensor must be (3, H, W) RGB; got shape {tuple(image.shape)}")
+        return image
+
+    def autocast(self, amp: bool):
+        """CUDA autocast (bf16 where supported, else fp16) when ``amp`` and on CUDA; a no-op otherwise."""
+        if amp and self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+
+class Segmentor(ImageModel):
+    task = "semantic"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
+        *,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+        size_divisibility: int = 32,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
+                         size_divisibility=size_divisibility)
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.ignore_index = ignore_index
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
     def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Neck features for RGB images (normalised and padded here)."""
         return self.neck(self.backbone(self.pad(self.normalize(images))))
@@ -88,18 +126,7 @@ class Segmentor(nn.Module):
     @torch.inference_mode()
     def predict(self, image: np.ndarray | torch.Tensor, *, amp: bool = False) -> torch.Tensor:
         """Logits (C, H, W) float32 on the model's device for one RGB image (H, W, 3) uint8 or (3, H, W)."""
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"image must be H×W×3 RGB; got shape {image.shape}")
-            arr = np.ascontiguousarray(image)
-            x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)
-        else:
-            x = image
-        x = x.unsqueeze(0).to(self.device, torch.float32)
-        if amp and self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                out = self(x)
-        else:
+        x = self.image_tensor(image).unsqueeze(0).to(self.device, torch.float32)
+        with self.autocast(amp):
             out = self(x)
         return out[0].float()
