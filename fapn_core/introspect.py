@@ -20,6 +20,7 @@ from torch import nn
 
 from .models.deform import ModulatedDeformConv
 from .models.necks import AlignedFPN, FeatureAlign, FeatureSelection
+from .models.rcnn.detector import DetectionResult
 
 CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features")
 
@@ -232,14 +233,28 @@ class CaptureHooks:
 
 @dataclass
 class Prediction:
-    """One inference of one model on one image: what every page and metric reads."""
+    """One inference of one model on one image: what every page and metric reads.
 
-    logits: np.ndarray  # (C, H, W) float32
-    labels: np.ndarray  # (H, W) uint8/int64 argmax
-    probabilities_max: np.ndarray  # (H, W) max softmax probability (confidence)
+    Semantic models fill ``logits``/``labels``/``probabilities_max``; detectors fill ``detections`` (a
+    :class:`~fapn_core.models.rcnn.DetectionResult` on the CPU), and Panoptic FPN both (its semantic head's
+    logits; channel 0 = all things). ``captures`` are the neck's, whatever the head.
+    """
+
+    logits: np.ndarray | None  # (C, H, W) float32
+    labels: np.ndarray | None  # (H, W) uint8/int64 argmax
+    probabilities_max: np.ndarray | None  # (H, W) max softmax probability (confidence)
     latency_ms: float
     device: str
     captures: Captures
+    detections: "DetectionResult | None" = None
+
+    @property
+    def task(self) -> str:
+        if self.detections is None:
+            return "semantic"
+        if self.detections.panoptic_seg is not None:
+            return "panoptic"
+        return "instance" if self.detections.masks is not None else "detection"
 
 
 @torch.inference_mode()
@@ -255,12 +270,20 @@ def predict_with_captures(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        logits = model.predict(image, amp=amp)
+        out = model.predict(image, amp=amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         latency = (time.perf_counter() - t0) * 1000
     caps = hooks.captures(image.shape[:2])[0]
+    detections = None
+    if isinstance(out, DetectionResult):
+        detections, logits = out.to("cpu"), out.sem_seg
+    else:
+        logits = out
+    if logits is None:
+        return Prediction(None, None, None, latency, str(device), caps, detections)
     probs = torch.softmax(logits, 0)
     conf, labels = probs.max(0)
     dtype = np.uint8 if logits.shape[0] <= 255 else np.int64
-    return Prediction(_np(logits), labels.cpu().numpy().astype(dtype), _np(conf), latency, str(device), caps)
+    return Prediction(_np(logits), labels.cpu().numpy().astype(dtype), _np(conf), latency, str(device), caps,
+                      detections)

@@ -283,3 +283,20 @@ def test_frozen_stages_follow_freeze_at():
 def test_clip_boxes_to_height_and_width():
     out = clip_boxes(torch.tensor([[-5.0, -2.0, 300.0, 150.0]]), (100, 200))
     assert out.tolist() == [[0.0, 0.0, 200.0, 100.0]]
+
+
+def test_offsets_and_channels_machinery_on_a_detector_neck(tiny_maskrcnn):
+    from fapn_core.introspect import predict_with_captures
+
+    image = np.random.default_rng(4).integers(0, 255, (70, 100, 3), np.uint8)
+    pred = predict_with_captures(tiny_maskrcnn, image, ("offsets", "attention", "fam_features", "fsm_inputs"))
+    assert pred.task == "panoptic" and pred.detections is not None
+    assert pred.logits.shape == (3, 70, 100) and pred.labels.shape == (70, 100)
+    assert sorted(pred.captures.fam) == ["p2", "p3", "p4"] and sorted(pred.captures.fsm) == ["p2", "p3", "p4"]
+    fam = pred.captures.fam["p2"]
+    assert fam.offsets.shape == (8, 9, 2, 18, 25) and fam.field(weighted=True).shape == (2, 18, 25)
+    assert pred.captures.fsm["p3"].inputs.shape[0] == 64  # res3 of this R18: 2 × its 32-channel stem
+    plain = build_model("fpn_r18_fasterrcnn", num_classes=2, neck_channels=32, box_fc_dim=32).eval()
+    pred = predict_with_captures(plain, image)
+    assert pred.task == "detection" and pred.logits is None and pred.detections.masks is None
+    assert not pred.captures.fam and "no FAM" in pred.captures.explain_missing()
