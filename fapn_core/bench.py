@@ -56,9 +56,10 @@ def count_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 
     per_module = counter.get_flop_counts()
     total = int(counter.get_total_flops())
     parts = {}
-    for part in ("backbone", "neck", "head"):
+    for part in ("backbone", "neck", "head", "proposal_generator", "roi_heads"):
         key = next((k for k in per_module if k.split(".")[-1] == part), None)
-        parts[part] = int(sum(per_module[key].values())) if key else 0
+        if key or part in ("backbone", "neck", "head"):
+            parts[part] = int(sum(per_module[key].values())) if key else 0
     return {"total": total, **parts}
 
 
@@ -322,6 +323,100 @@ def bench_train_step(names: Sequence[str], *, batch: int = 8, crop: tuple[int, i
 
 
 # ------------------------------------------------------------------------------------------------ report
+RCNN_STAGES = ("backbone", "neck", "rpn", "box head", "mask head", "semantic head", "postprocess + paste")
+
+
+def detector_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Median milliseconds per stage of one detector inference, from forward hooks on its modules.
+
+    ``box head`` = ROI heads minus the mask branch (box pooler, fc head, predictor, score filter and class NMS);
+    ``postprocess + paste`` = the whole forward minus every timed module (box scaling, mask paste, panoptic combine).
+    """
+    timed = {"backbone": model.backbone, "neck": model.neck, "rpn": model.proposal_generator,
+             "roi": model.roi_heads}
+    if getattr(model.roi_heads, "mask_on", False):
+        timed.update(mask_pool=model.roi_heads.mask_pooler, mask=model.roi_heads.mask_head)
+    if hasattr(model, "head"):
+        timed["semantic head"] = model.head
+    dev = x.device
+    starts: dict[str, float] = {}
+    samples: dict[str, list[float]] = {k: [] for k in [*timed, "total"]}
+
+    def pre(name):
+        def hook(mod, inputs):
+            _sync(dev)
+            starts[name] = time.perf_counter()
+        return hook
+
+    def post(name):
+        def hook(mod, inputs, out):
+            _sync(dev)
+            samples[name].append(time.perf_counter() - starts[name])
+        return hook
+
+    handles = [h for n, m in timed.items() for h in (m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n)))]
+    try:
+        with torch.inference_mode():
+            model(x)  # warm-up
+            for v in samples.values():
+                v.clear()
+            for _ in range(repeats):
+                _sync(dev)
+                t = time.perf_counter()
+                model(x)
+                _sync(dev)
+                samples["total"].append(time.perf_counter() - t)
+    finally:
+        for h in handles:
+            h.remove()
+    med = {k: statistics.median(v) * 1000 if v else 0.0 for k, v in samples.items()}
+    mask = med.get("mask_pool", 0.0) + med.get("mask", 0.0)
+    out = {"backbone": med["backbone"], "neck": med["neck"], "rpn": med["rpn"], "box head": med["roi"] - mask,
+           "mask head": mask, "semantic head": med.get("semantic head", 0.0)}
+    out["postprocess + paste"] = med["total"] - sum(out.values())
+    out["total"] = med["total"]
+    return out
+
+
+def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3, device: str = "cpu",
+               trained_offsets: bool = True, progress: Callable[[str], None] | None = None,
+               ) -> tuple[list[ModelRow], dict[str, dict[str, float]]]:
+    """Detectors at one input size: the :func:`bench_models` row (latency, FLOPs incl. DCN and heads, peak
+    memory) and the per-stage times of :func:`detector_stage_times`, on a synthetic street scene, each model
+    returning its full 100 detections."""
+    from .data.synthetic import make_sample
+
+    # random weights: a score threshold of 0 makes every model return its full 100 detections (the mask head and
+    # paste then do a trained model's worst-case work, the same for FPN and FaPN)
+    rows = bench_models(names, [size], repeats=repeats, device=device, trained_offsets=trained_offsets,
+                        progress=progress, num_classes=80, score_thresh_test=0.0)
+    hw = SIZES[size] if size in SIZES else tuple(int(v) for v in size.split("x"))
+    dev = torch.device(device)
+    x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
+    models = {n: build_model(n, score_thresh_test=0.0).to(dev).eval() for n in names}
+    if trained_offsets:
+        for m in models.values():
+            set_trained_like_offsets(m, x)
+    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(repeats):  # round-robin, one timed run each, so machine load affects every model alike
+        if progress:
+            progress(f"stages, round {r + 1}/{repeats}")
+        for n, m in models.items():
+            runs[n].append(detector_stage_times(m, x, 1))
+    stages = {n: {k: statistics.median(d[k] for d in v) for k in v[0]} for n, v in runs.items()}
+    return rows, stages
+
+
+def format_stage_table(stages: dict[str, dict[str, float]]) -> str:
+    names = list(stages)
+    lines = ["| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for st in (*RCNN_STAGES, "total"):
+        if all(stages[n].get(st, 0.0) == 0.0 for n in names):
+            continue
+        lines.append(f"| {st} | " + " | ".join(f"{stages[n][st]:.0f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def format_dcn_table(rows: Sequence[DCNRow]) -> str:
     """Forward speed-up is torchvision over the best inference path (compiled where built); f+b uses ``fast``."""
     head = ("| shape | torchvision fwd ms | fast fwd ms | compiled fwd ms | dense 3×3 fwd ms | fwd speed-up "

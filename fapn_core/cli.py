@@ -115,7 +115,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .checkpoints import CheckpointError
     from .data import open_dataset
-    from .evaluate import evaluate, load_models
+    from .evaluate import evaluate, load_models, load_predictions
     from .train import resolve_device
 
     if args.threads:
@@ -126,15 +126,26 @@ def _evaluate(args: argparse.Namespace) -> int:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", "0")))
+    if not args.models and not args.predictions:
+        print("fapn evaluate: give --models and/or --predictions", file=sys.stderr)
+        return 2
     try:
-        models = load_models(args.models, device=str(device))
         dataset = open_dataset(args.data)
+        models = load_models(args.models, device=str(device))
+        models += load_predictions(args.predictions, dataset, ids=args.prediction_ids,
+                                   taken=[m.label for m in models])
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"fapn evaluate: {e}", file=sys.stderr)
         return 2
     report = evaluate(models, dataset, args.out, limit=args.limit, amp=args.amp)
     if report is not None:
         print((Path(args.out) / "tables.md").read_text())
+        for label, r in report.predictions.items():
+            problems = {k: r[k] for k in ("missing", "ambiguous", "extra", "unreadable", "size", "values") if r[k]}
+            if problems:
+                print(f"fapn evaluate: predictions {label} ({r['dir']}): "
+                      + ", ".join(f"{v} {k}" for k, v in problems.items()) + f"; see {args.out}/summary.json",
+                      file=sys.stderr)
     return 0
 
 
@@ -173,6 +184,15 @@ def _bench(args: argparse.Namespace) -> int:
               + "; input: a synthetic street scene\n")
         print(bench.format_model_table(rows), "\n")
         print(bench.ratio_table(rows), "\n")
+    if "rcnn" in args.what:
+        names = args.rcnn_models
+        rows, stages = bench.bench_rcnn(names, args.rcnn_size, repeats=args.repeats, device=device,
+                                        trained_offsets=not args.zero_offsets, progress=say)
+        print(f"## R-CNN family (inference, batch 1, {args.rcnn_size}, 80 COCO classes, random weights)\n")
+        print(bench.format_model_table(rows), "\n")
+        print(bench.ratio_table(rows), "\n")
+        print("Time per stage (ms, median):\n")
+        print(bench.format_stage_table(stages), "\n")
     if "train" in args.what:
         t = bench.bench_train_step(["fpn_r18_semfpn", "fapn_r18_semfpn"], repeats=args.repeats, device=device)
         print("## Training step (R18 Semantic FPN, batch 8, 256×256 crops, AdamW)\n")
@@ -241,8 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--size", type=_pair, default=(256, 512), help="HxW")
     ms.add_argument("--split", default="train", help="split name used in file names")
-    e = sub.add_parser("evaluate", help="every metric over a dataset for one or more models (first = baseline)")
-    e.add_argument("--models", nargs="+", required=True, help="bundled model names or checkpoint paths")
+    e = sub.add_parser("evaluate", help="every metric over a dataset for one or more models or saved "
+                       "prediction sets (first = baseline)")
+    e.add_argument("--models", nargs="+", default=[], help="bundled model names or checkpoint paths")
+    e.add_argument("--predictions", nargs="+", default=[], metavar="LABEL=DIR",
+                   help="folders of saved prediction PNGs (<name>.png, <name>_pred.png or the official Cityscapes "
+                        "results naming), scored after the models")
+    e.add_argument("--prediction-ids", default="auto", choices=["auto", "labelIds", "trainIds"],
+                   help="ids in the prediction PNGs: Cityscapes labelIds, trainIds (the dataset's class ids), "
+                        "or auto (decided per folder)")
     e.add_argument("--data", required=True, help="dataset spec (see fapn train --help)")
     e.add_argument("--out", required=True, help="output folder (resumes if it holds an unfinished run)")
     e.add_argument("--limit", type=int, help="only the first N images")
@@ -250,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     e.add_argument("--threads", type=int, help="torch CPU threads")
     b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
-    b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train"])
+    b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn"])
+    b.add_argument("--rcnn-models", nargs="+", default=["fpn_r50_maskrcnn", "fapn_r50_maskrcnn"])
+    b.add_argument("--rcnn-size", default="800x1333")
     b.add_argument("--device", default="auto")
     b.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
     b.add_argument("--channels", nargs="+", type=int, default=[128, 256])

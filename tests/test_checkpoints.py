@@ -66,9 +66,18 @@ def test_convert_infers_architecture_without_config(reference_dir, tmp_path):
     assert report.ok and model.config.name == "fapn_r101_pointrend" and model.config.num_classes == 19
 
 
-def test_mask_rcnn_config_is_refused_clearly(reference_dir):
-    with pytest.raises(CheckpointError, match="only semantic segmentation"):
-        config_from_detectron2(reference_dir / "config_mask_rcnn_R_50_FAN_1x.yaml")
+def test_unsupported_meta_architecture_is_refused_clearly(reference_dir):
+    import yaml
+
+    cfg = yaml.safe_load((reference_dir / "config_mask_rcnn_R_50_FAN_1x.yaml").read_text())
+    assert config_from_detectron2(cfg).name == "fapn_r50_maskrcnn"  # the R-CNN family is supported
+    cfg["MODEL"]["META_ARCHITECTURE"] = "RetinaNet"
+    with pytest.raises(CheckpointError, match="unsupported META_ARCHITECTURE 'RetinaNet'"):
+        config_from_detectron2(cfg)
+    cfg["MODEL"]["META_ARCHITECTURE"] = "GeneralizedRCNN"
+    cfg["MODEL"]["ROI_HEADS"]["NAME"] = "CascadeROIHeads"
+    with pytest.raises(CheckpointError, match="ROI_HEADS.NAME = 'CascadeROIHeads'"):
+        config_from_detectron2(cfg)
 
 
 def test_mismatched_checkpoint_is_refused_unless_partial(reference_dir, tmp_path):
