@@ -16,4 +16,5 @@ mkdir -p "$OUT"
 FAPN_DCN_IMPL=fast "$PY" -m fapn_core.cli bench models --models fpn_r18_semfpn fapn_r18_semfpn --sizes 512x1024 \
   > "$OUT/models_fast_path.md" 2> "$OUT/models_fast_path.err"
 "$PY" -m fapn_core.cli bench train > "$OUT/train.md" 2> "$OUT/train.err"
+"$PY" -m fapn_core.cli bench rcnn > "$OUT/rcnn.md" 2> "$OUT/rcnn.err"
 echo "tables in $OUT/"
