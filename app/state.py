@@ -151,6 +151,12 @@ MODEL_LOADS: dict[str, int] = {}  # checkpoint key → times actually loaded in 
 def _load_handle(key: str, label: str, path: str, device: str) -> ModelHandle:
     MODEL_LOADS[key] = MODEL_LOADS.get(key, 0) + 1
     model, card = load_checkpoint(path, device=device)
+    task = getattr(model.config, "task", "semantic")
+    if task != "semantic":
+        raise CheckpointError(
+            f"{label}: a {task} model ({model.config.name}) — it loads in the library (fapn_core: "
+            "load_checkpoint, predict_with_captures), but the app's pages show semantic segmentation models only "
+            "so far; pick a semantic checkpoint here")
     for p in model.parameters():
         p.requires_grad_(False)
     card = dict(card, _path=path)
