@@ -123,20 +123,24 @@ def prepare_gt(gt: Any, num_classes: Any, ignore_index: Any, name: str = "gt") -
     return Prepared(lab, valid, c, ign_index, ign, int(np.count_nonzero(valid)))
 
 
-def prepare_pred(pred: Any, prep: Prepared, name: str = "pred", gt_name: str = "gt") -> np.ndarray:
+def prepare_pred(
+    pred: Any, prep: Prepared, name: str = "pred", gt_name: str = "gt", allow_void: bool = False
+) -> np.ndarray:
     """Validate a prediction against prepared GT; return its compact form.
 
-    A prediction may hold ``ignore_index`` only where the GT is ignored.
+    A prediction may hold ``ignore_index`` only where the GT is ignored, unless ``allow_void``:
+    then ``ignore_index`` at a labelled pixel is a void prediction (no class).
     """
     p = check_map(pred, name)
     check_same_shape(prep.gt, gt_name, p, name)
     lab = normalize_labels(p, name, prep.num_classes, prep.ignore_index)
-    if int(lab.max()) == prep.ign:
+    if not allow_void and int(lab.max()) == prep.ign:
         n_bad = int(np.count_nonzero((lab == prep.ign) & prep.valid))
         if n_bad:
             raise ValueError(
                 f"{name} contains ignore_index={prep.ignore_index} at {n_bad} pixels where {gt_name} is "
-                "labelled; predictions must assign a class to every labelled pixel"
+                "labelled; predictions must assign a class to every labelled pixel (compare(..., allow_void=True) "
+                "counts them as void predictions)"
             )
     return lab
 

@@ -120,13 +120,19 @@ class BandScores(ToDictMixin):
     miou: np.ndarray  # (W,)
     mean_miou: float  # mean over widths of the band mIoUs
     confusions: np.ndarray  # (W, C, C) int64
+    void: np.ndarray | None = None  # (W, C) int64: band pixels of each GT class predicted void
 
     @classmethod
-    def from_confusions(cls, widths: Sequence[int], confusions: np.ndarray) -> "BandScores":
+    def from_confusions(
+        cls, widths: Sequence[int], confusions: np.ndarray, void: np.ndarray | None = None
+    ) -> "BandScores":
         confusions = np.asarray(confusions, dtype=np.int64)
-        iou = np.stack([iou_from_confusion(cm) for cm in confusions]) if len(confusions) else np.zeros((0, 0))
+        void = np.zeros(confusions.shape[:2], np.int64) if void is None else np.asarray(void, dtype=np.int64)
+        iou = (np.stack([iou_from_confusion(cm, v) for cm, v in zip(confusions, void)]) if len(confusions)
+               else np.zeros((0, 0)))
         miou = np.array([nanmean(r) for r in iou], dtype=np.float64)
-        return cls(list(map(int, widths)), confusions.sum((1, 2)), iou, miou, nanmean(miou), confusions)
+        pixels = confusions.sum((1, 2)) + void.sum(1)
+        return cls(list(map(int, widths)), pixels, iou, miou, nanmean(miou), confusions, void)
 
 
 def check_widths(widths: Sequence[int]) -> list[int]:
@@ -146,6 +152,8 @@ class RegionCounts:
     band_confusions: np.ndarray  # (W, C, C)
     pixels: np.ndarray  # (N+1,) valid pixels per distance bin (last bin >= N)
     errors: np.ndarray  # (N+1,)
+    void: np.ndarray  # (C,) labelled pixels of each GT class predicted void (no class)
+    band_void: np.ndarray  # (W, C)
 
 
 def _fold(per_bin: np.ndarray, n: int) -> np.ndarray:
@@ -180,21 +188,36 @@ class RegionCounter:
     def __call__(self, pred: np.ndarray) -> RegionCounts:
         prep, c, kmax, n = self.prep, self.prep.num_classes, self.kmax, self.n
         p = pred.ravel() if prep.all_valid else pred[prep.valid]
+        void = p == prep.ign if p.size and int(p.max()) == prep.ign else None  # only with allow_void
         if self.joint:  # one bincount over (distance bin, GT, prediction)
             size = (kmax + 1) * c * c
-            counts = np.bincount(self.base + p, minlength=size).reshape(kmax + 1, c, c).astype(np.int64)
+            base = self.base
+            if void is None:
+                vcount = np.zeros((kmax + 1, c), np.int64)
+            else:  # void pixels: counted per (distance bin, GT class) beside the confusion
+                vcount = np.bincount(base[void] // c, minlength=(kmax + 1) * c).reshape(kmax + 1, c)
+                base, p = base[~void], p[~void]
+            vcum = np.cumsum(vcount, axis=0)
+            counts = np.bincount(base + p, minlength=size).reshape(kmax + 1, c, c).astype(np.int64)
             cum = np.cumsum(counts, axis=0)
-            pix = counts.sum((1, 2))
+            pix = counts.sum((1, 2)) + vcount.sum(1)
             err = pix - np.trace(counts, axis1=1, axis2=2)
             bands = np.stack([cum[w - 1] for w in self.widths])
-            return RegionCounts(cum[-1], bands, _fold(pix, n), _fold(err, n))
+            band_void = np.stack([vcum[w - 1] for w in self.widths]).astype(np.int64)
+            return RegionCounts(cum[-1], bands, _fold(pix, n), _fold(err, n), vcum[-1].astype(np.int64), band_void)
         b, g = self.b, self.g  # many classes: one bincount per band instead
+        pix = np.bincount(b, minlength=kmax + 1)
+        err = np.bincount(b[g != p], minlength=kmax + 1)  # a void prediction is an error
+        if void is None:
+            vb, vg = b[:0], g[:0]
+        else:
+            vb, vg, b, g, p = b[void], g[void], b[~void], g[~void], p[~void]
         key = g.astype(np.int64) * c + p
         cm = np.bincount(key, minlength=c * c).reshape(c, c).astype(np.int64)
         bands = np.stack([np.bincount(key[b < w], minlength=c * c).reshape(c, c) for w in self.widths])
-        pix = np.bincount(b, minlength=kmax + 1)
-        err = np.bincount(b[g != p], minlength=kmax + 1)
-        return RegionCounts(cm, bands.astype(np.int64), _fold(pix, n), _fold(err, n))
+        vcm = np.bincount(vg, minlength=c)[:c].astype(np.int64)
+        band_void = np.stack([np.bincount(vg[vb < w], minlength=c)[:c] for w in self.widths]).astype(np.int64)
+        return RegionCounts(cm, bands.astype(np.int64), _fold(pix, n), _fold(err, n), vcm, band_void)
 
 
 def region_counts(

@@ -42,6 +42,7 @@ class ModelResult(ToDictMixin):
     boundary_f: BoundaryFScores
     error_profile: ErrorProfile
     iiou: InstanceIoUScores
+    void: np.ndarray | None = None  # (C,) labelled pixels of each GT class predicted void (allow_void)
     error_map: np.ndarray | None = field(default=None, metadata=MAP)
 
     def summary(self) -> dict[str, float | None]:
@@ -59,11 +60,13 @@ class ModelResult(ToDictMixin):
 def _model_result(
     cm: np.ndarray, widths: Sequence[int], band_conf: np.ndarray, profile: ErrorProfile,
     biou: BoundaryIoUScores, bf: BoundaryFScores, iiou: InstanceIoUScores, err: np.ndarray | None,
+    void: np.ndarray, band_void: np.ndarray,
 ) -> ModelResult:
-    s = SegmentationScores.from_confusion(cm)
+    s = SegmentationScores.from_confusion(cm, void)
     return ModelResult(
         s.confusion, s.iou, s.miou, s.pixel_accuracy, s.class_accuracy, s.mean_class_accuracy,
-        BandScores.from_confusions(widths, band_conf), biou, bf, profile, iiou, err,
+        BandScores.from_confusions(widths, band_conf, band_void), biou, bf, profile, iiou,
+        np.asarray(void, np.int64), err,
     )
 
 
@@ -123,6 +126,7 @@ def compare(
     min_object_area: int = 1,
     scale_to: Sequence[int] | None = None,
     avg_instance_size: Mapping[Any, float] | Sequence[float] | None = None,
+    allow_void: bool = False,
     keep_maps: bool = True,
     image: Any = None,
 ) -> ComparisonResult:
@@ -131,9 +135,14 @@ def compare(
     Returns region IoU, trimap band mIoU, Boundary IoU, boundary F-score, error-vs-distance,
     iIoU and per-object records for both models, plus the fixed/broken map. ``keep_maps=False``
     drops the per-pixel maps (error maps, fix/break map, distance map, object label map).
+    ``instances``: 0 = no instance; every other id is one object (for raw Cityscapes ``instanceIds``
+    keep only ids >= 1000 first: ``fapn_core.data.cityscapes.official_instances``). ``allow_void``:
+    ``ignore_index`` at a labelled pixel is a void prediction (no class): a false negative of the GT
+    class and a wrong pixel, never a false positive, as the Cityscapes script's void label ids.
     """
     prep = prepare_gt(gt, num_classes, ignore_index)
-    preds = [prepare_pred(pred_a, prep, "pred_a"), prepare_pred(pred_b, prep, "pred_b")]
+    preds = [prepare_pred(pred_a, prep, "pred_a", allow_void=allow_void),
+             prepare_pred(pred_b, prep, "pred_b", allow_void=allow_void)]
     names = check_class_names(class_names, prep.num_classes)
     ws = check_widths(band_widths)
     n = check_positive_int(max_distance, "max_distance")
@@ -164,7 +173,7 @@ def compare(
         errs.append(err)
         results.append(
             _model_result(rc.confusion, ws, rc.band_confusions, ErrorProfile.from_counts(n, rc.pixels, rc.errors),
-                          biou, bf, iiou, err if keep_maps else None)
+                          biou, bf, iiou, err if keep_maps else None, rc.void, rc.band_void)
         )
     fb = _fix_break(errs[0], errs[1], prep, bins, n)
     if not keep_maps:
@@ -182,6 +191,7 @@ def compare(
         "thing_classes": None if things is None else things.tolist(),
         "scale_to": None if scale_to is None else [int(v) for v in scale_to],
         "object_source": objs.source,
+        "allow_void": bool(allow_void),
     }
     return ComparisonResult(
         prep.shape, prep.num_classes, names, params, results[0], results[1], fb, records,
@@ -239,6 +249,8 @@ class ComparisonAccumulator:
             self._sums[m] = {
                 "confusion": np.zeros_like(mr.confusion),
                 "band": np.zeros_like(mr.band.confusions),
+                "void": np.zeros(self.num_classes, np.int64),
+                "band_void": np.zeros(mr.band.confusions.shape[:2], np.int64),
                 "biou_inter": np.zeros_like(mr.boundary_iou.intersection),
                 "biou_union": np.zeros_like(mr.boundary_iou.union),
                 "bf_pt": np.zeros_like(mr.boundary_f.pred_total),
@@ -272,6 +284,10 @@ class ComparisonAccumulator:
             s = self._sums[m]
             s["confusion"] += mr.confusion
             s["band"] += mr.band.confusions
+            if mr.void is not None:
+                s["void"] += mr.void
+            if mr.band.void is not None:
+                s["band_void"] += mr.band.void
             s["biou_inter"] += mr.boundary_iou.intersection
             s["biou_union"] += mr.boundary_iou.union
             s["bf_pt"] += mr.boundary_f.pred_total
@@ -339,6 +355,9 @@ class ComparisonAccumulator:
         self.n_images = int(state["n_images"])
         self.params = state["params"]
         self._sums = {m: {k: arr(v) for k, v in s.items()} for m, s in state["sums"].items()}
+        for s in self._sums.values():  # states written before void predictions were counted
+            s.setdefault("void", np.zeros(self.num_classes, np.int64))
+            s.setdefault("band_void", np.zeros(s["band"].shape[:2], np.int64))
         self._fb = {k: (arr(v) if isinstance(v, Mapping) else int(v)) for k, v in state["fix_break"].items()}
         self._dilations = set(int(d) for d in state["dilations"])
         floats = ("recall_a", "recall_b", "iou_a", "iou_b")  # NaN was written as null
@@ -365,7 +384,8 @@ class ComparisonAccumulator:
             biou = BoundaryIoUScores.from_counts(dil, s["biou_inter"], s["biou_union"])
             bf = BoundaryFScores.from_counts(tol, s["bf_pt"], s["bf_pm"], s["bf_gt"], s["bf_gm"])
             models.append(
-                _model_result(s["confusion"].copy(), ws, s["band"].copy(), profile, biou, bf, iiou, None)
+                _model_result(s["confusion"].copy(), ws, s["band"].copy(), profile, biou, bf, iiou, None,
+                              s["void"].copy(), s["band_void"].copy())
             )
         f = self._fb
         fb = FixBreak(

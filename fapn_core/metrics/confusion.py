@@ -2,7 +2,9 @@
 
 Conventions: rows = ground truth, columns = prediction; pixels whose GT is
 ``ignore_index`` are excluded. A class absent from both GT and prediction has
-IoU NaN (not 0); means are NaN-means.
+IoU NaN (not 0); means are NaN-means. ``void`` (optional, (C,)) counts labelled pixels
+of each GT class that a prediction left void (no class, as the Cityscapes script's void
+label ids): they are false negatives of that class and never false positives.
 """
 
 from __future__ import annotations
@@ -68,23 +70,31 @@ def confusion_matrix(
     return _confusion_prepared(prep, p, mask)
 
 
-def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU = TP / (TP + FP + FN); NaN where the class is absent from GT and prediction."""
+def _gt_totals(cm: np.ndarray, void: np.ndarray | None) -> np.ndarray:
+    rows = cm.sum(1)
+    return rows if void is None else rows + np.asarray(void, dtype=np.int64)
+
+
+def iou_from_confusion(cm: np.ndarray, void: np.ndarray | None = None) -> np.ndarray:
+    """Per-class IoU = TP / (TP + FP + FN); NaN where the class is absent from GT and prediction.
+
+    ``void[c]``: pixels of GT class c predicted as no class (added to FN).
+    """
     cm = np.asarray(cm)
     tp = np.diag(cm).astype(np.float64)
-    return safe_div(tp, cm.sum(0) + cm.sum(1) - tp)
+    return safe_div(tp, cm.sum(0) + _gt_totals(cm, void) - tp)
 
 
-def class_accuracy_from_confusion(cm: np.ndarray) -> np.ndarray:
+def class_accuracy_from_confusion(cm: np.ndarray, void: np.ndarray | None = None) -> np.ndarray:
     """Per-class recall TP / (TP + FN); NaN where the class is absent from GT."""
     cm = np.asarray(cm)
-    return safe_div(np.diag(cm), cm.sum(1))
+    return safe_div(np.diag(cm), _gt_totals(cm, void))
 
 
-def pixel_accuracy_from_confusion(cm: np.ndarray) -> float:
+def pixel_accuracy_from_confusion(cm: np.ndarray, void: np.ndarray | None = None) -> float:
     """Correct / counted pixels; NaN when no pixel is counted."""
     cm = np.asarray(cm)
-    return float(safe_div(np.trace(cm), cm.sum()))
+    return float(safe_div(np.trace(cm), _gt_totals(cm, void).sum()))
 
 
 @dataclass
@@ -99,11 +109,11 @@ class SegmentationScores(ToDictMixin):
     mean_class_accuracy: float
 
     @classmethod
-    def from_confusion(cls, cm: np.ndarray) -> "SegmentationScores":
+    def from_confusion(cls, cm: np.ndarray, void: np.ndarray | None = None) -> "SegmentationScores":
         cm = np.asarray(cm, dtype=np.int64)
-        iou = iou_from_confusion(cm)
-        acc = class_accuracy_from_confusion(cm)
-        return cls(cm, iou, nanmean(iou), pixel_accuracy_from_confusion(cm), acc, nanmean(acc))
+        iou = iou_from_confusion(cm, void)
+        acc = class_accuracy_from_confusion(cm, void)
+        return cls(cm, iou, nanmean(iou), pixel_accuracy_from_confusion(cm, void), acc, nanmean(acc))
 
 
 def segmentation_scores(
