@@ -1,7 +1,10 @@
 """Dataset evaluation of several models with every metric of :mod:`fapn_core.metrics`.
 
 The first model is the baseline ("A"); each other model is compared with it image by image (``compare``),
-and counts are summed over the dataset (never per-image means). Results are appended per image as they are
+and counts are summed over the dataset (never per-image means). A "model" may also be a set of saved
+prediction PNGs (``PredictionEntry``); a sample whose prediction file is missing or unusable in any set
+is skipped for all and reported. Thing classes and average instance sizes (iIoU) come from the dataset
+(Cityscapes: the official evaluator's) unless given. Results are appended per image as they are
 computed; an interrupted run resumes from its last snapshot without recomputing finished images. Unreadable
 samples are skipped and reported. Under ``torchrun`` each process takes every ``world``-th image and rank 0
 merges the counts, which gives the same numbers as one process.
@@ -15,13 +18,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from .checkpoints import resolve_model
+from .data.predictions import PredictionError, PredictionSet, open_predictions
 from .metrics import ComparisonAccumulator, compare
 from .metrics.compare import DatasetComparison
 from .models.zoo import count_parameters
@@ -41,6 +45,33 @@ class ModelEntry:
     def num_params(self) -> int:
         return count_parameters(self.model)
 
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    def labels(self, image: np.ndarray, index: int, amp: bool) -> np.ndarray:
+        return self.model.predict(image, amp=amp).argmax(0).cpu().numpy().astype(np.int64)
+
+
+@dataclass
+class PredictionEntry:
+    """Saved prediction PNGs of one method, scored like a model (``fapn_core.data.predictions``)."""
+
+    label: str
+    predictions: PredictionSet
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> None:
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        return self.predictions.num_classes
+
+    def labels(self, image: np.ndarray, index: int, amp: bool) -> np.ndarray:
+        return self.predictions.read(index, image.shape[:2])
+
 
 @dataclass
 class EvaluationReport:
@@ -50,9 +81,12 @@ class EvaluationReport:
     n_images: int
     skipped: list[dict[str, Any]]
     comparisons: dict[str, DatasetComparison]  # "<baseline>__vs__<model>" → comparison
-    params: dict[str, int]
+    params: dict[str, int | None]  # None for saved predictions
     seconds: float
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → PredictionSet.report()
+    thing_classes: list[int] | None = None
+    avg_instance_size: dict[str, float] | None = None
 
     def model_result(self, label: str):
         first = next(iter(self.comparisons.values()))
@@ -77,7 +111,8 @@ def build_tables(report: EvaluationReport) -> dict[str, list[dict[str, Any]]]:
     first = next(iter(report.comparisons.values()))
     for label in report.labels:
         r = report.model_result(label)
-        ablation.append({"method": label, "params_M": round(report.params[label] / 1e6, 2),
+        n_params = report.params[label]
+        ablation.append({"method": label, "params_M": None if n_params is None else round(n_params / 1e6, 2),
                          "mIoU": _pct(r.miou), "pixel_acc": _pct(r.pixel_accuracy), "iIoU": _pct(r.iiou.mean),
                          "boundary_IoU": _pct(r.boundary_iou.mean), "boundary_F": _pct(r.boundary_f.mean_f)})
         row = {"method": label}
@@ -98,6 +133,19 @@ def build_tables(report: EvaluationReport) -> dict[str, list[dict[str, Any]]]:
         orow["iIoU"] = _pct(r.iiou.mean)
         objects.append(orow)
     return {"ablation": ablation, "boundary": boundary, "small_objects": objects}
+
+
+def per_class_scores(report: EvaluationReport, label: str) -> dict[str, dict[str, float | None]]:
+    """Full-precision class IoU and class iIoU (evaluated thing classes only) of one model, by class name."""
+    r = report.model_result(label)
+    first = next(iter(report.comparisons.values()))
+    names = first.class_names or [str(i) for i in range(first.num_classes)]
+
+    def value(x: float) -> float | None:
+        return float(x) if np.isfinite(x) else None
+
+    return {"iou": {n: value(v) for n, v in zip(names, r.iou)},
+            "iiou": {names[c]: value(r.iiou.iiou[c]) for c in r.iiou.classes}}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -122,18 +170,30 @@ def write_outputs(report: EvaluationReport, out: Path) -> None:
     summary = {
         "models": report.labels, "n_images": report.n_images, "skipped": report.skipped,
         "params": report.params, "seconds": round(report.seconds, 1), "tables": tables,
+        "thing_classes": report.thing_classes, "avg_instance_size": report.avg_instance_size,
         "comparisons": {k: {"summary": v.summary(), "fix_break": {
             "fixed": v.fix_break.fixed, "broken": v.fix_break.broken, "net": v.fix_break.net},
             "objects_recovered": len(v.recovered_objects()), "objects_lost": len(v.lost_objects())}
             for k, v in report.comparisons.items()},
+        "per_class": {label: per_class_scores(report, label) for label in report.labels},
     }
+    if report.predictions:
+        summary["predictions"] = report.predictions
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     md = [f"# Evaluation: {', '.join(report.labels)}", "",
           f"{report.n_images} images, {len(report.skipped)} skipped, {report.seconds:.0f} s.", ""]
     for title, key in (("Ablation (params + mIoU, %)", "ablation"), ("Boundary band mIoU (%)", "boundary"),
                        ("Small objects (hit rate and mean IoU by COCO size bin, %)", "small_objects")):
         md += [f"## {title}", "", markdown_table(tables[key]), ""]
+    if report.predictions:
+        md += ["## Prediction files", "", markdown_table(prediction_rows(report.predictions)), ""]
     _atomic_write_text(out / "tables.md", "\n".join(md))
+
+
+def prediction_rows(predictions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per prediction set: folder, id format and the count of each kind of problem."""
+    keys = ("matched", "missing", "ambiguous", "extra", "unreadable", "size", "values")
+    return [{"method": k, "dir": r["dir"], "ids": r["ids"], **{c: r[c] for c in keys}} for k, r in predictions.items()]
 
 
 def _dist() -> tuple[int, int]:
@@ -143,7 +203,7 @@ def _dist() -> tuple[int, int]:
 
 
 def evaluate(
-    models: Sequence[ModelEntry],
+    models: Sequence[ModelEntry | PredictionEntry],
     dataset,
     out_dir: str | os.PathLike,
     *,
@@ -154,11 +214,14 @@ def evaluate(
     deadline_s: float | None = None,
     cancel: Callable[[], bool] | None = None,
     thing_classes: Sequence[int] | None = None,
+    avg_instance_size: Mapping[Any, float] | None = None,
 ) -> EvaluationReport:
     """Evaluate ``models`` (first = baseline) on ``dataset``; writes per-image JSONL, CSV/JSON/Markdown tables.
 
-    ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``. ``deadline_s``/``cancel`` stop
-    early with a snapshot (call again to resume). Raises ``ValueError`` on class-count mismatches.
+    ``models``: ``ModelEntry`` or ``PredictionEntry`` items. ``thing_classes`` / ``avg_instance_size``
+    default to the dataset's. ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``.
+    ``deadline_s``/``cancel`` stop early with a snapshot (call again to resume). Raises ``ValueError`` on
+    class-count mismatches.
     """
     if not models:
         raise ValueError("no models to evaluate")
@@ -167,8 +230,8 @@ def evaluate(
         raise ValueError(f"model labels must be unique, got {labels}")
     num_classes = int(dataset.num_classes)
     for m in models:
-        if m.model.num_classes != num_classes:
-            raise ValueError(f"model {m.label} predicts {m.model.num_classes} classes, "
+        if m.num_classes != num_classes:
+            raise ValueError(f"model {m.label} predicts {m.num_classes} classes, "
                              f"the dataset has {num_classes}")
     rank, world = _dist()
     out = Path(out_dir)
@@ -180,7 +243,15 @@ def evaluate(
     pairs = [(labels[0], lab) for lab in labels[1:]] or [(labels[0], labels[0])]
     names = list(getattr(dataset, "class_names", [])) or None
     things = thing_classes if thing_classes is not None else getattr(dataset, "thing_classes", None)
-    accs = {f"{a}__vs__{b}": ComparisonAccumulator(num_classes, class_names=names) for a, b in pairs}
+    things = None if things is None else [int(c) for c in things]
+    avg = avg_instance_size if avg_instance_size is not None else getattr(dataset, "avg_instance_size", None)
+    avg = None if avg is None else {k: float(v) for k, v in avg.items()}
+    allow_void = any(isinstance(m, PredictionEntry) for m in models)  # saved files may hold void ids
+
+    def new_acc() -> ComparisonAccumulator:
+        return ComparisonAccumulator(num_classes, class_names=names, avg_instance_size=avg)
+
+    accs = {f"{a}__vs__{b}": new_acc() for a, b in pairs}
     done: set[int] = set()
     skipped: list[dict[str, Any]] = []
     elapsed = 0.0
@@ -224,15 +295,23 @@ def evaluate(
                 continue
             name = str(item.get("name", index))
             preds, latency = {}, {}
-            for m in models:
-                t = time.perf_counter()
-                preds[m.label] = m.model.predict(image, amp=amp).argmax(0).cpu().numpy().astype(np.int64)
-                latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
+            try:
+                for m in models:
+                    t = time.perf_counter()
+                    preds[m.label] = m.labels(image, index, amp)
+                    latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
+            except PredictionError as e:  # missing / unusable prediction file: skip the sample for all
+                skipped.append({"index": index, "image": name, "predictions": m.label, "kind": e.kind,
+                                "error": str(e)})
+                with open(shard / SKIPPED_FILE, "a") as f:
+                    f.write(json.dumps(skipped[-1]) + "\n")
+                continue
             record: dict[str, Any] = {"index": index, "image": name, "latency_ms": latency, "pairs": {}}
             inst = item.get("instances")
             for (a, b), (key, acc) in zip(pairs, accs.items()):
                 res = compare(gt, preds[a], preds[b], num_classes, instances=inst, class_names=names,
-                              thing_classes=things, keep_maps=False, image=name)
+                              thing_classes=things, avg_instance_size=avg, allow_void=allow_void,
+                              keep_maps=False, image=name)
                 acc.add(res, image=name)
                 record["pairs"][key] = {"summary": res.summary(), "fixed": res.fix_break.fixed,
                                         "broken": res.fix_break.broken,
@@ -261,11 +340,11 @@ def evaluate(
                                           "skipped": skipped, "elapsed": elapsed})
         if rank != 0:
             return None  # type: ignore[return-value]
-        merged = {k: ComparisonAccumulator(num_classes, class_names=names) for k in accs}
+        merged = {k: new_acc() for k in accs}
         skipped, elapsed = [], 0.0
         for g in gathered:
             for k, st in g["acc"].items():
-                part = ComparisonAccumulator(num_classes, class_names=names)
+                part = new_acc()
                 part.load_state_dict(st)
                 merged[k].merge(part)
             skipped += g["skipped"]
@@ -275,7 +354,9 @@ def evaluate(
         acc.objects.sort(key=lambda r: (str(r.image), r.object_id))
     comparisons = {k: acc.result() for k, acc in accs.items()}
     report = EvaluationReport(labels, sum(a.n_images for a in accs.values()) // len(accs), skipped, comparisons,
-                              {m.label: m.num_params for m in models}, elapsed)
+                              {m.label: m.num_params for m in models}, elapsed, thing_classes=things,
+                              avg_instance_size=avg)
+    report.predictions = {m.label: m.predictions.report(skipped) for m in models if isinstance(m, PredictionEntry)}
     report.tables = build_tables(report)
     write_outputs(report, out)
     return report
@@ -312,4 +393,25 @@ def load_models(specs: Sequence[str], *, device: str = "cpu") -> list[ModelEntry
         if label in {e.label for e in entries}:
             label = Path(spec).stem
         entries.append(ModelEntry(label, model, card))
+    return entries
+
+
+def load_predictions(specs: Sequence[str], dataset, *, ids: str = "auto",
+                     taken: Sequence[str] = ()) -> list[PredictionEntry]:
+    """Entries for ``LABEL=DIR`` specs (a bare ``DIR`` is labelled by its folder name).
+
+    Raises ``ValueError`` for a duplicate label and what ``open_predictions`` raises for a folder.
+    """
+    entries: list[PredictionEntry] = []
+    used = set(taken)
+    for spec in specs:
+        label, eq, root = spec.partition("=")
+        if not eq:
+            label, root = Path(spec.rstrip("/\\")).name or spec, spec
+        if not label or not root:
+            raise ValueError(f"bad --predictions item {spec!r}: expected LABEL=DIR")
+        if label in used:
+            raise ValueError(f"duplicate label {label!r} in --predictions (labels must be unique)")
+        used.add(label)
+        entries.append(PredictionEntry(label, open_predictions(dataset, label, root, ids)))
     return entries

@@ -2,8 +2,10 @@
 
 Every dataset returns ``{"image": HxWx3 uint8 RGB, "label": HxW int64 (255 = ignore),
 "instances": HxW int32 (0 = none), "name": str}`` and exposes ``class_names``, ``palette``
-((K, 3) uint8), ``num_classes`` and ``ignore_index`` (255). ``transform``, if given, is called
-on that dict and its result returned instead.
+((K, 3) uint8), ``num_classes``, ``ignore_index`` (255), ``thing_classes`` (the classes whose
+instances are objects and enter iIoU; None = every class) and ``avg_instance_size`` (iIoU weights
+where a standard defines them; None = the evaluated data's own mean). ``transform``, if given, is
+called on that dict and its result returned instead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -28,6 +30,12 @@ class SegmentationDataset(Dataset, ABC):
     """Base class: class metadata, index checking and the optional transform."""
 
     ignore_index: int = IGNORE_INDEX
+    #: classes whose instances (or connected components) are objects and enter iIoU; None = every class
+    thing_classes: tuple[int, ...] | None = None
+    #: average instance size per class (name or id -> px) weighting iIoU; None = the data's own mean
+    avg_instance_size: Mapping[Any, float] | None = None
+    #: raw label id -> class id, for datasets whose files use another id space (Cityscapes labelIds)
+    label_id_to_class: Mapping[int, int] | None = None
 
     def __init__(self, class_names: Sequence[str], palette: np.ndarray | Sequence[Sequence[int]] | None,
                  transform: Transform | None = None) -> None:
@@ -48,6 +56,11 @@ class SegmentationDataset(Dataset, ABC):
     @abstractmethod
     def load(self, index: int) -> Sample:
         """The untransformed sample dict for ``0 <= index < len(self)``."""
+
+    def sample_name(self, index: int) -> str:
+        """The ``name`` of sample ``index`` without decoding it (saved predictions are matched by it)."""
+        paths = getattr(self, "image_paths", None)
+        return Path(paths[index]).stem if paths is not None else str(self.load(index)["name"])
 
     def __getitem__(self, index: int) -> Any:
         n = len(self)
@@ -75,10 +88,13 @@ class SyntheticDataset(SegmentationDataset):
     def __len__(self) -> int:
         return self.n
 
+    def sample_name(self, index: int) -> str:
+        return f"synthetic_s{self.seed}_{index:06d}"
+
     def load(self, index: int) -> Sample:
         s = make_sample(index, self.seed, self.size)
         return {"image": s.image, "label": s.label.astype(np.int64), "instances": s.instances,
-                "name": f"synthetic_s{self.seed}_{index:06d}"}
+                "name": self.sample_name(index)}
 
 
 def _load_pair(image_path: Path, label_path: Path | None, instance_path: Path | None, num_classes: int,
@@ -107,7 +123,8 @@ class FolderDataset(SegmentationDataset):
         root/images/<stem>.{png,jpg,jpeg,webp,bmp,tif}
         root/labels/<stem>.png        class ids (single channel), 255 = ignore
         root/instances/<stem>.png     optional instance ids (8/16-bit), 0 = none
-        root/dataset.json             optional {"class_names": [...], "palette": [[r, g, b], ...]}
+        root/dataset.json             optional {"class_names": [...], "palette": [[r, g, b], ...],
+                                               "thing_classes": [ids], "avg_instance_size": {name: px}}
 
     Without ``dataset.json`` (and without ``num_classes``) the labels are scanned once to find
     the number of classes; classes are then named ``class_0``, ``class_1``, ...
@@ -143,6 +160,30 @@ class FolderDataset(SegmentationDataset):
         self.instance_paths: list[Path | None] = [q if q.is_file() else None for q in inst]
         names, palette = self._class_info(num_classes)
         super().__init__(names, palette, transform)
+        self.thing_classes, self.avg_instance_size = self._object_info()
+
+    def _object_info(self) -> tuple[tuple[int, ...] | None, dict[Any, float] | None]:
+        """Optional ``thing_classes`` / ``avg_instance_size`` of ``dataset.json``, checked."""
+        meta_path = self.root / "dataset.json"
+        if not meta_path.is_file():
+            return None, None
+        meta = json.loads(meta_path.read_text())
+        things, avg = meta.get("thing_classes"), meta.get("avg_instance_size")
+        if things is not None:
+            ok = isinstance(things, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in things)
+            if not ok or any(not 0 <= t < self.num_classes for t in things):
+                raise ValueError(f"invalid {meta_path}: thing_classes must be a list of class ids "
+                                 f"0..{self.num_classes - 1}, got {things!r}")
+            things = tuple(sorted(set(things)))
+        if avg is not None:
+            ok = isinstance(avg, dict) and all(
+                (k in self.class_names or (k.isdigit() and int(k) < self.num_classes))
+                and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for k, v in avg.items())
+            if not ok:
+                raise ValueError(f"invalid {meta_path}: avg_instance_size must map class names (or ids) to "
+                                 f"positive pixel counts, got {avg!r}")
+            avg = {(k if k in self.class_names else int(k)): float(v) for k, v in avg.items()}
+        return things, avg
 
     def _class_info(self, num_classes: int | None) -> tuple[list[str], np.ndarray | None]:
         meta_path = self.root / "dataset.json"
