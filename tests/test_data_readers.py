@@ -14,9 +14,13 @@ from fapn_core.data import (
     ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, SYNTHETIC_PALETTE, colorize,
 )
 from fapn_core.data.ade20k import ADE20KDataset
-from fapn_core.data.cityscapes import CityscapesDataset
+from fapn_core.data.cityscapes import (
+    LABEL_ID_TO_TRAIN_ID, THING_CLASSES, CityscapesDataset, cityscapes_card_fields, official_instances,
+    prediction_label_ids_to_train_ids, train_ids_to_label_ids,
+)
 from fapn_core.data.datasets import FolderDataset, SyntheticDataset
 from fapn_core.data.palettes import generic_palette
+from fapn_core.data.predictions import match_files
 from fapn_core.data.registry import open_dataset
 
 H, W = 6, 8
@@ -172,6 +176,74 @@ def test_cityscapes_errors(tmp_path) -> None:
     (root / "gtFine/val/bonn/bonn_000000_000019_gtFine_labelIds.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing label file .*bonn_000000_000019_gtFine_labelIds\.png"):
         CityscapesDataset(root, "val")
+
+
+def test_cityscapes_evaluation_conventions_are_the_official_scripts(tmp_path) -> None:
+    labels = pytest.importorskip("cityscapesscripts.helpers.labels")
+    ds = CityscapesDataset(_cityscapes(tmp_path), "val")
+    official_ids = {lab.id: lab.trainId for lab in labels.labels if 0 <= lab.trainId < 255}
+    assert LABEL_ID_TO_TRAIN_ID == official_ids
+    things = sorted(lab.trainId for lab in labels.labels if lab.hasInstances and not lab.ignoreInEval)
+    assert ds.thing_classes == THING_CLASSES == tuple(things)
+    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")  # np.in1d: only at run
+    assert dict(ds.avg_instance_size) == ev.args.avgClassSize
+    card = cityscapes_card_fields()
+    assert card["thing_classes"] == list(things) and card["avg_instance_size"] == ev.args.avgClassSize
+    assert card["classes"] == list(CITYSCAPES_CLASSES) and card["palette"] == CITYSCAPES_PALETTE.tolist()
+    assert [ds.sample_name(i) for i in range(3)] == [ds[i]["name"] for i in range(3)]
+
+
+def test_cityscapes_instances_and_prediction_ids() -> None:
+    # group regions (id = labelId < 1000, e.g. 26 = cars) and stuff ids are not instances
+    raw = np.array([[26, 26001, 7, 24000, 999, 0]])
+    assert official_instances(raw).tolist() == [[0, 26001, 0, 24000, 0, 0]]
+    lab = np.array([[7, 26, 0, 29, 33, 9]])
+    assert prediction_label_ids_to_train_ids(lab).tolist() == [[0, 13, 255, 255, 18, 255]]  # void ids -> void
+    with pytest.raises(ValueError, match=r"p\.png has values \[34, 255\] that are not Cityscapes labelIds"):
+        prediction_label_ids_to_train_ids(np.array([[7, 34, 255]]), "p.png")
+    train = np.arange(19)[None]
+    back = prediction_label_ids_to_train_ids(train_ids_to_label_ids(train).astype(np.int64))
+    assert back.tolist() == train.tolist() and train_ids_to_label_ids(np.array([[255]])).tolist() == [[0]]
+    with pytest.raises(ValueError, match=r"\[19\] are not Cityscapes trainIds"):
+        train_ids_to_label_ids(np.array([[19]]))
+
+
+def test_folder_thing_classes_and_instance_sizes_from_metadata(tmp_path) -> None:
+    root = _folder(tmp_path)
+    assert FolderDataset(root).thing_classes is None and FolderDataset(root).avg_instance_size is None
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "thing_classes": [2, 1],
+                                                   "avg_instance_size": {"y": 40, "2": 12.5}}))
+    ds = FolderDataset(root)
+    assert ds.thing_classes == (1, 2) and ds.avg_instance_size == {"y": 40.0, 2: 12.5}
+    for bad, what in (({"thing_classes": [3]}, "thing_classes must be a list of class ids 0..2"),
+                      ({"thing_classes": "1"}, "thing_classes must be"),
+                      ({"avg_instance_size": {"q": 3}}, "avg_instance_size must map class names"),
+                      ({"avg_instance_size": {"y": -1}}, "avg_instance_size must map")):
+        (root / "dataset.json").write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(ValueError, match=what):
+            FolderDataset(root)
+
+
+def test_synthetic_folder_keeps_its_thing_classes(tmp_path) -> None:
+    from fapn_core.data.synthetic import THING_CLASSES as SYN_THINGS, write_synthetic
+
+    root = write_synthetic(tmp_path / "syn", 2, seed=3, size=(32, 64), progress=False)
+    ds = FolderDataset(root)
+    assert ds.thing_classes == tuple(SYN_THINGS) and ds.avg_instance_size is None
+    assert [ds.sample_name(i) for i in range(2)] == [ds[i]["name"] for i in range(2)]
+    syn = SyntheticDataset(2, seed=3, size=(32, 64))
+    assert syn.sample_name(1) == syn[1]["name"]
+
+
+def test_prediction_files_match_the_longest_sample_name(tmp_path) -> None:
+    names = ["a", "a_1", "city_000000_000019"]
+    files = [tmp_path / f for f in ("a.png", "a_1.png", "a_pred.png", "a_1_pred.png", "b.png",
+                                    "city_000000_000019_leftImg8bit.png", "city_000000_0000190.png")]
+    assigned, extra = match_files(names, files)
+    assert {i: [f.name for f in fs] for i, fs in assigned.items()} == {
+        0: ["a.png", "a_pred.png"], 1: ["a_1.png", "a_1_pred.png"], 2: ["city_000000_000019_leftImg8bit.png"]}
+    assert [f.name for f in extra] == ["b.png", "city_000000_0000190.png"]
 
 
 # --------------------------------------------------------------------------- ade20k

@@ -175,3 +175,57 @@ def test_ablation_table_script_means_seeds_and_reports_their_spread(tmp_path):
     assert "2.00 (max 2.00)" in spread and "0.00 (max 0.00)" in spread
     with pytest.raises(SystemExit, match="no evaluated seeds"):
         mod.main(tmp_path / "nothing")
+
+
+def test_saved_predictions_score_like_the_models_that_made_them(tmp_path, model_paths):
+    """PNG class ids written from each model, read back with --predictions: the same tables and summaries."""
+    from PIL import Image
+
+    from fapn_core.evaluate import load_predictions
+
+    models = load_models(model_paths)
+    data = open_dataset(DATA)
+    full = evaluate(models, data, tmp_path / "models", progress=False)
+    specs = []
+    for k, entry in enumerate(models):
+        d = tmp_path / f"pngs{k}"
+        d.mkdir()
+        for i in range(len(data)):
+            pred = entry.model.predict(data[i]["image"]).argmax(0).numpy().astype(np.uint8)
+            Image.fromarray(pred).save(d / f"{data.sample_name(i)}_pred.png")
+        specs.append(f"{entry.label}={d}")
+    entries = load_predictions(specs, data)
+    assert [e.predictions.ids for e in entries] == ["trainIds", "trainIds"]  # the dataset's class ids
+    saved = evaluate(entries, data, tmp_path / "saved", progress=False)
+    assert saved.comparisons.keys() == full.comparisons.keys()
+    for key in full.comparisons:
+        assert saved.comparisons[key].summary() == full.comparisons[key].summary()
+    strip = [{k: v for k, v in r.items() if k != "params_M"} for r in full.tables["ablation"]]
+    assert [{k: v for k, v in r.items() if k != "params_M"} for r in saved.tables["ablation"]] == strip
+    assert saved.tables["boundary"] == full.tables["boundary"]
+    assert saved.tables["small_objects"] == full.tables["small_objects"]
+    assert all(r["params_M"] is None for r in saved.tables["ablation"])
+    # the synthetic dataset's thing classes are used, and no standard instance sizes exist for it
+    s = json.loads((tmp_path / "saved" / "summary.json").read_text())
+    assert s["thing_classes"] == [5, 7, 8, 9] and s["avg_instance_size"] is None
+    assert s["predictions"][models[0].label]["matched"] == 6
+
+
+def test_saved_predictions_and_models_together_on_the_command_line(tmp_path, model_paths):
+    from PIL import Image
+
+    from fapn_core.cli import main
+
+    data = open_dataset(DATA)
+    d = tmp_path / "pngs"
+    d.mkdir()
+    for i in range(len(data) - 1):  # the last one is missing
+        Image.fromarray(data[i]["label"].astype(np.uint8)).save(d / f"{data.sample_name(i)}.png")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--models", model_paths[0], "--predictions", f"oracle={d}", "--data", DATA,
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["models"] == ["fpn_r18_semfpn", "oracle"] and s["n_images"] == 5
+    assert s["skipped"][0]["kind"] == "missing" and s["skipped"][0]["index"] == 5
+    oracle = next(r for r in s["tables"]["ablation"] if r["method"] == "oracle")
+    assert oracle["mIoU"] == 100.0 and oracle["boundary_IoU"] == 100.0
