@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import make_card, save_native
-from .models.zoo import build_model, count_parameters
+from .models.zoo import DETECTOR_HEADS, build_model, count_parameters, get_model_config
 
 STATE_FILE = "train_state.pt"
 
@@ -62,28 +62,42 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------- augmentation
 def augment(
     image: np.ndarray, label: np.ndarray, rng: np.random.Generator, crop: tuple[int, int],
-    scale: tuple[float, float], hflip: bool, ignore_index: int = 255,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random scale, random crop (padding with ignore), horizontal flip."""
+    scale: tuple[float, float], hflip: bool, ignore_index: int = 255, instances: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
+    """Random scale, random crop (padding with ignore), horizontal flip → ``(image, label)``.
+
+    With ``instances`` (an id map, 0 = none) it gets the same geometry (nearest, padded with 0) and
+    ``(image, label, instances)`` is returned; the random draws are the same either way.
+    """
     s = float(rng.uniform(*scale))
     if abs(s - 1.0) > 1e-3:
         h, w = label.shape
         size = (max(1, round(w * s)), max(1, round(h * s)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        if instances is not None:  # float32 holds ids < 2**24 exactly; same nearest grid as the label's
+            instances = cv2.resize(instances.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
     ch, cw = crop
     h, w = label.shape
     if h < ch or w < cw:
         ph, pw = max(0, ch - h), max(0, cw - w)
         image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=ignore_index)
+        if instances is not None:
+            instances = np.pad(instances, ((0, ph), (0, pw)))
         h, w = label.shape
     y0 = int(rng.integers(0, h - ch + 1))
     x0 = int(rng.integers(0, w - cw + 1))
     image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+    if instances is not None:
+        instances = instances[y0:y0 + ch, x0:x0 + cw]
     if hflip and rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+        if instances is not None:
+            instances = instances[:, ::-1]
+    if instances is None:
+        return np.ascontiguousarray(image), np.ascontiguousarray(label)
+    return np.ascontiguousarray(image), np.ascontiguousarray(label), np.ascontiguousarray(instances).astype(np.int32)
 
 
 class _AugmentedItems(Dataset):
@@ -102,6 +116,61 @@ class _AugmentedItems(Dataset):
         image, label = augment(np.asarray(item["image"]), label, np.random.default_rng(seed), tuple(self.cfg.crop),
                                tuple(self.cfg.scale), self.cfg.hflip, self.ignore_index)
         return torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(label.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class DetectionClasses:
+    """How a dataset's class ids map onto a detector's: thing class ``things[i]`` is ROI class ``i``; for Panoptic
+    FPN, semantic channel 0 is every thing and channel ``i + 1`` is stuff class ``stuff[i]``."""
+
+    things: tuple[int, ...]
+    stuff: tuple[int, ...]
+
+    @classmethod
+    def of(cls, dataset: Any) -> "DetectionClasses":
+        things = getattr(dataset, "thing_classes", None)
+        if not things:
+            raise ValueError(f"{type(dataset).__name__} declares no thing classes: a detector needs objects")
+        things = tuple(int(c) for c in things)
+        return cls(things, tuple(c for c in range(int(dataset.num_classes)) if c not in things))
+
+    def targets(self, label: np.ndarray, instances: np.ndarray, panoptic: bool,
+                ignore_index: int = 255) -> dict[str, torch.Tensor]:
+        """Detector training targets from (augmented) label and instance maps."""
+        from .data.instances import objects_from_maps, panoptic_semantic_target
+
+        obj = objects_from_maps(label, instances, self.things)
+        roi = {c: i for i, c in enumerate(self.things)}
+        out = {"boxes": torch.from_numpy(obj.boxes),
+               "classes": torch.tensor([roi[int(c)] for c in obj.classes], dtype=torch.int64),
+               "masks": torch.from_numpy(obj.masks)}
+        if panoptic:
+            out["sem_seg"] = torch.from_numpy(panoptic_semantic_target(label, self.things, self.stuff, ignore_index))
+        return out
+
+
+class _DetectionItems(_AugmentedItems):
+    """``dataset[(index, seed)]`` → augmented (image CHW float tensor, detector target dict)."""
+
+    def __init__(self, dataset: Dataset, cfg: TrainConfig, ignore_index: int, classes: DetectionClasses,
+                 panoptic: bool) -> None:
+        super().__init__(dataset, cfg, ignore_index)
+        self.classes, self.panoptic = classes, panoptic
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, seed = key
+        item = self.dataset[index]
+        label = np.asarray(item["label"]).astype(np.uint8 if self.ignore_index == 255 else np.int32)
+        instances = np.asarray(item.get("instances", np.zeros(label.shape, np.int32))).astype(np.int32)
+        image, label, instances = augment(
+            np.asarray(item["image"]), label, np.random.default_rng(seed), tuple(self.cfg.crop),
+            tuple(self.cfg.scale), self.cfg.hflip, self.ignore_index, instances=instances)
+        target = self.classes.targets(label.astype(np.int64), instances, self.panoptic, self.ignore_index)
+        return torch.from_numpy(image).permute(2, 0, 1).float(), target
+
+
+def _collate_detection(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]
 
 
 class StepBatches:
@@ -227,7 +296,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     torch.manual_seed(cfg.seed)
     overrides = dict(cfg.model_overrides)
     overrides.setdefault("backbone_norm", "BN")
-    model = build_model(cfg.model, num_classes=num_classes, ignore_index=ignore_index, **overrides).to(device)
+    head = get_model_config(cfg.model).head
+    detector = head in DETECTOR_HEADS
+    classes = DetectionClasses.of(train_set) if detector else None
+    if classes is not None:
+        overrides.setdefault("freeze_at", 0)  # from scratch: every stage trains
+        if head == "panoptic":
+            overrides["sem_seg_num_classes"] = 1 + len(classes.stuff)
+    model_classes = len(classes.things) if classes is not None else num_classes
+    model = build_model(cfg.model, num_classes=model_classes, ignore_index=ignore_index, **overrides).to(device)
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     decay, no_decay = [], []
@@ -255,8 +332,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world)
-    loader = DataLoader(_AugmentedItems(train_set, cfg, ignore_index), batch_sampler=sampler,
-                        num_workers=cfg.workers, collate_fn=_collate, persistent_workers=False)
+    items = (_DetectionItems(train_set, cfg, ignore_index, classes, head == "panoptic") if classes is not None
+             else _AugmentedItems(train_set, cfg, ignore_index))
+    loader = DataLoader(items, batch_sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=_collate_detection if detector else _collate, persistent_workers=False)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -277,7 +356,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     for images, targets in loader:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if detector:  # the RPN/ROI samplers draw from torch's RNG: seeded per step, so a resume is exact
+            torch.manual_seed(int(np.random.default_rng([cfg.seed, step, 1]).integers(2**62)))
+        if detector:
+            images = [im.to(device, non_blocking=True) for im in images]
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        else:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
             losses = ddp_model(images, targets)
         loss = sum(losses.values())
@@ -296,7 +381,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         t_last = now
         record: dict[str, Any] = {"step": step, "loss": round(loss.item(), 5), "lr": lr_at(step - 1, cfg),
                                   "elapsed_s": round(elapsed, 1)}
-        if val_set is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if detector:
+            record["losses"] = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+        if val_set is not None and not detector and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             record["val"] = evaluate_miou(model, val_set, num_classes, cfg.val_images, device, ignore_index)
             t_last = time.perf_counter()  # evaluation time is not training time
         history.append(record)
@@ -316,11 +403,21 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     final = out / f"{cfg.model}.safetensors"
     if step >= cfg.steps and rank == 0:
         vals = [h["val"] for h in history if "val" in h]
-        classes = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
+        names = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
         palette = getattr(train_set, "palette", None)
+        task_fields: dict[str, Any] = {"classes": names,
+                                       "palette": np.asarray(palette).tolist() if palette is not None else None}
+        if classes is not None:  # detectors: thing classes by ROI index, dataset ids beside them
+            pal = np.asarray(palette) if palette is not None else None
+            task_fields = {"classes": [names[c] for c in classes.things], "thing_category_ids": list(classes.things),
+                           "palette": pal[list(classes.things)].tolist() if pal is not None else None}
+            if head == "panoptic":
+                task_fields.update(
+                    stuff_classes=["things"] + [names[c] for c in classes.stuff],
+                    stuff_category_ids=[None] + list(classes.stuff),
+                    stuff_palette=([[128, 128, 128]] + pal[list(classes.stuff)].tolist()) if pal is not None else None)
         card = make_card(
-            model, classes=classes,
-            palette=np.asarray(palette).tolist() if palette is not None else None,
+            model, **task_fields,
             training_data=cfg.data,
             metrics={"val": vals[-1], "val_data": cfg.val_data, "val_images": cfg.val_images} if vals else {},
             recipe=cfg.to_dict(),

@@ -1,0 +1,59 @@
+"""Training the R-CNN family with ``fapn_core.train``: targets from the dataset's maps, resume, card."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fapn_core.checkpoints import load_checkpoint
+from fapn_core.data import open_dataset
+from fapn_core.train import DetectionClasses, TrainConfig, augment, train
+
+DATA = "synthetic:n=8,seed=3,size=64x128"
+TINY = {"neck_channels": 16, "head_conv_dims": 32, "box_fc_dim": 32, "mask_conv_dims": 16,
+        "stem_out_channels": 16, "rpn_post_nms_topk_train": 200, "roi_batch_size_per_image": 64}
+
+
+def _cfg(out, **kw) -> TrainConfig:
+    base = dict(model="fapn_r18_panoptic", data=DATA, out_dir=str(out), steps=4, batch_size=2, crop=(64, 96),
+                lr=1e-3, warmup=1, workers=0, threads=1, ckpt_every=2, half=False, model_overrides=TINY)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_targets_follow_the_augmented_maps():
+    ds = open_dataset(DATA)
+    classes = DetectionClasses.of(ds)
+    assert classes.things == (5, 7, 8, 9) and classes.stuff == (0, 1, 2, 3, 4, 6)
+    item = ds[0]
+    image, label, inst = augment(item["image"], item["label"].astype(np.uint8), np.random.default_rng(0),
+                                 (64, 96), (0.8, 1.2), True, 255, instances=item["instances"])
+    assert image.shape == (64, 96, 3) and label.shape == inst.shape == (64, 96)
+    t = classes.targets(label.astype(np.int64), inst, panoptic=True)
+    n = len(t["classes"])
+    assert t["boxes"].shape == (n, 4) and t["masks"].shape == (n, 64, 96)
+    for box, mask, cls in zip(t["boxes"], t["masks"], t["classes"]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert int(label[mask.numpy()][0]) == classes.things[int(cls)]
+    sem = t["sem_seg"]
+    things = np.isin(label, classes.things)
+    assert (sem[torch.from_numpy(things)] == 0).all()
+    assert set(torch.unique(sem).tolist()) <= set(range(7)) | {255}
+
+
+def test_panoptic_training_resumes_exactly_and_writes_a_detector_card(tmp_path):
+    full = train(_cfg(tmp_path / "full"), progress=False)
+    part = _cfg(tmp_path / "part")
+    train(part, progress=False, stop_after=2)
+    resumed = train(part, progress=False)
+    a, card = load_checkpoint(full)
+    b, _ = load_checkpoint(resumed)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)
+    assert card["task"] == "panoptic" and card["classes"] == ["pole", "traffic sign", "person", "car"]
+    assert card["thing_category_ids"] == [5, 7, 8, 9] and card["stuff_category_ids"] == [None, 0, 1, 2, 3, 4, 6]
+    assert card["stuff_classes"][0] == "things" and len(card["stuff_classes"]) == 7
+    assert a.num_classes == 4 and a.num_stuff_classes == 7
+    res = a.predict(open_dataset(DATA)[1]["image"])
+    assert res.sem_seg.shape == (7, 64, 128) and res.panoptic_seg.shape == (64, 128)
