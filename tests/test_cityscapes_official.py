@@ -196,7 +196,8 @@ def test_models_equal_the_official_evaluator(scenes, tmp_path):
     assert model_entry.card["thing_classes"] == list(THING_CLASSES)
     assert model_entry.card["avg_instance_size"] == M.CITYSCAPES_AVG_INSTANCE_SIZE
     ds = open_dataset(f"cityscapes:{scenes['root']}")
-    preds = [train_ids_to_label_ids(model_entry.model.predict(ds[i]["image"]).argmax(0).numpy()) for i in range(len(ds))]
+    model = model_entry.model
+    preds = [train_ids_to_label_ids(model.predict(ds[i]["image"]).argmax(0).numpy()) for i in range(len(ds))]
     assert len(np.unique(np.concatenate([p.ravel() for p in preds]))) >= 8  # not a constant prediction
     pred_dir = write_predictions(tmp_path / "model_pngs", _bases(ds), preds)
     off = official(scenes["root"], pred_dir)
