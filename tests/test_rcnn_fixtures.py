@@ -160,7 +160,7 @@ def test_fam_captures(mini):
         h, w = raw.shape[-2:]
         _close(torch.from_numpy(fam.offsets), raw[: 18 * groups].view(groups, 9, 2, h, w), 1e-4, 1e-4)
         _close(torch.from_numpy(fam.mask), raw[18 * groups:].sigmoid().view(groups, 9, h, w), 1e-4, 1e-4)
-        _close(torch.from_numpy(mini["caps"].fsm[level].attention), ref["fsm_attention"].flatten(), 1e-6)
+        _close(torch.from_numpy(mini["caps"].fsm[level].attention), ref["fsm_attention"].flatten(), 1e-5)
         _close(torch.from_numpy(fam.feat_up), ref["feat_up"][0], 1e-4, 1e-4)
         _close(torch.from_numpy(fam.aligned), ref["fam_out"][0], 1e-4, 1e-4)
 

@@ -108,7 +108,9 @@ def test_mini_model_matches_official_outputs(reference_dir, kind, impl):
                 assert _rel(captures[f"{lvl}.{key}"], ref["fam"][lvl][key]) < 1e-4, (lvl, key)
             att = captures[f"{lvl}.fsm_attention"]
             assert att.shape == ref["fam"][lvl]["fsm_attention"].shape
-            assert float((att - ref["fam"][lvl]["fsm_attention"]).abs().max()) < 1e-6
+            # 1e-5: the sigmoid of a global average; its reduction order differs between CPUs (1.6e-6 seen on an
+            # AMD EPYC with the code that gave < 1e-6 elsewhere), the fixtures' thread noise on features is 1.5e-5
+            assert float((att - ref["fam"][lvl]["fsm_attention"]).abs().max()) < 1e-5
 
 
 def test_mini_backbone_and_fam_internals(reference_dir):
