@@ -1,6 +1,6 @@
-"""Segmentation metrics for comparing FaPN vs FPN: region, boundary and small-object metrics.
+"""Metrics for comparing FaPN vs FPN: region, boundary and small-object metrics; COCO box/mask/Boundary AP and PQ.
 
-NumPy + OpenCV only (no torch). Label maps are integer HxW arrays with class ids
+NumPy + OpenCV (+ pycocotools / faster-coco-eval for COCO AP) only (no torch). Label maps are integer HxW arrays with class ids
 ``0..num_classes-1`` and ``ignore_index`` (default 255) for unlabelled pixels.
 See ``docs/metrics.md`` for the exact definitions.
 """
@@ -29,11 +29,22 @@ from .confusion import (
     pixel_accuracy_from_confusion,
     segmentation_scores,
 )
+from .detection import (
+    IOU_TYPES,
+    STAT_NAMES,
+    CocoScores,
+    ImageMatches,
+    boundary_ious,
+    coco_evaluate,
+    image_matches,
+)
 from .errors import ErrorProfile, FixBreak, distance_bin_labels, error_map, error_vs_distance, fix_break
 from .objects import (
     CITYSCAPES_AVG_INSTANCE_SIZE,
     COCO_MEDIUM_MAX,
     COCO_SMALL_MAX,
+    DetectionObjectRecord,
+    FalsePositive,
     GTObjects,
     InstanceIoUScores,
     ObjectRecord,
@@ -47,9 +58,27 @@ from .objects import (
     size_bin,
     size_thresholds,
     summarize_objects,
+    detection_object_records,
+    false_positives,
 )
+from .panoptic import PanopticCounts, PanopticScores, panoptic_scores, pq_counts
 
 __all__ = [
+    "IOU_TYPES",
+    "STAT_NAMES",
+    "CocoScores",
+    "DetectionObjectRecord",
+    "FalsePositive",
+    "ImageMatches",
+    "PanopticCounts",
+    "PanopticScores",
+    "boundary_ious",
+    "coco_evaluate",
+    "detection_object_records",
+    "false_positives",
+    "image_matches",
+    "panoptic_scores",
+    "pq_counts",
     "CITYSCAPES_AVG_INSTANCE_SIZE",
     "COCO_MEDIUM_MAX",
     "COCO_SMALL_MAX",

@@ -334,8 +334,10 @@ class SizeBinSummary(ToDictMixin):
     lost_by_b: int
 
 
-def summarize_objects(records: Sequence[ObjectRecord]) -> dict[str, SizeBinSummary]:
-    """Summaries for 'small', 'medium', 'large' and 'all' objects (NaN rates for empty bins)."""
+def summarize_objects(records: Sequence[Any]) -> dict[str, SizeBinSummary]:
+    """Summaries for 'small', 'medium', 'large' and 'all' objects (NaN rates for empty bins).
+
+    Takes :class:`ObjectRecord` or :class:`DetectionObjectRecord` lists (the latter have no recall: NaN)."""
     out = {}
     for name in (*SIZE_BINS, "all"):
         rs = [r for r in records if name == "all" or r.size == name]
@@ -344,10 +346,131 @@ def summarize_objects(records: Sequence[ObjectRecord]) -> dict[str, SizeBinSumma
         hb = sum(r.hit_b for r in rs)
         out[name] = SizeBinSummary(
             name, n, ha, hb, ha / n if n else float("nan"), hb / n if n else float("nan"),
-            nanmean([r.recall_a for r in rs]), nanmean([r.recall_b for r in rs]),
+            nanmean([getattr(r, "recall_a", np.nan) for r in rs]), nanmean([getattr(r, "recall_b", np.nan) for r in rs]),
             nanmean([r.iou_a for r in rs]), nanmean([r.iou_b for r in rs]),
             sum(r.outcome == "recovered" for r in rs), sum(r.outcome == "lost" for r in rs),
         )
+    return out
+
+
+# --------------------------------------------------------------------------- detections: A vs B per object
+@dataclass
+class DetectionObjectRecord(ToDictMixin):
+    """One GT object against detectors A and B: COCO's match at IoU 0.5 in the object's own area range.
+
+    ``hit_*``: COCO matched a detection of the object's class to it (pycocotools ``evaluateImg``, 100 detections,
+    IoU threshold 0.5). ``det_*``/``iou_*``/``score_*``: that detection, or, when unmatched, the detection of the
+    same class with the highest IoU (NaN/None when there is none). ``boundary_iou_*``: Boundary IoU of the mask
+    pair (NaN without masks or detection). ``outcome`` as :class:`ObjectRecord`: "recovered" = only B found it,
+    "lost" = only A, "both_hit", "both_missed"."""
+
+    object_id: int
+    class_id: int
+    class_name: str | None
+    area: int
+    bbox: list[float]  # x, y, w, h
+    size: str
+    det_a: int | None
+    det_b: int | None
+    iou_a: float
+    iou_b: float
+    score_a: float
+    score_b: float
+    boundary_iou_a: float
+    boundary_iou_b: float
+    hit_a: bool
+    hit_b: bool
+    outcome: str
+    image: Any = None
+
+
+@dataclass
+class FalsePositive(ToDictMixin):
+    """A detection COCO matched to nothing at IoU 0.5 (area range "all"; crowd-matched ones are not false
+    positives). ``best_iou``: its highest IoU with a GT object of its class (0 when there is none)."""
+
+    model: str
+    det: int
+    class_id: int
+    class_name: str | None
+    score: float
+    bbox: list[float]
+    size: str
+    best_iou: float
+    image: Any = None
+
+
+_COCO_AREA = {"small": "small", "medium": "medium", "large": "large"}
+
+
+def _best(matches: Any, gid: int, area: str, n_dets: int) -> tuple[int | None, float, bool]:
+    d = matches.gt_match.get(gid, {}).get(area)
+    if d is not None:
+        return d, matches.iou.get((d, gid), float("nan")), True
+    cand = [(v, i) for (i, g), v in matches.iou.items() if g == gid and i < n_dets]
+    if not cand:
+        return None, float("nan"), False
+    v, i = max(cand, key=lambda t: (t[0], -t[1]))
+    return i, v, False
+
+
+def detection_object_records(
+    gt_anns: Sequence[Mapping[str, Any]],
+    results_a: Sequence[Mapping[str, Any]],
+    results_b: Sequence[Mapping[str, Any]],
+    matches_a: Any,
+    matches_b: Any,
+    *,
+    class_names: Sequence[str] | None = None,
+    boundary: bool = True,
+    boundary_dilation_ratio: float = 0.02,
+    image: Any = None,
+) -> list[DetectionObjectRecord]:
+    """Per-object table of one image from COCO's matching of A and B (``metrics.detection.image_matches``).
+
+    Crowd annotations are not objects. Size bins are COCO's (area = mask pixels): small < 32², medium < 96².
+    """
+    from .detection import boundary_ious
+
+    th = size_thresholds((0, 0))
+    recs = []
+    for g in gt_anns:
+        if g.get("iscrowd", 0):
+            continue
+        gid, area = int(g["id"]), float(g["area"])
+        size = size_bin(area, th)
+        side = []
+        for res, m in ((results_a, matches_a), (results_b, matches_b)):
+            d, iou, hit = _best(m, gid, _COCO_AREA[size], len(res))
+            score = float(res[d]["score"]) if d is not None else float("nan")
+            biou = float("nan")
+            if boundary and d is not None and "segmentation" in res[d] and "segmentation" in g:
+                biou = float(boundary_ious([g["segmentation"]], [res[d]["segmentation"]], boundary_dilation_ratio)[0])
+            side.append((d, iou, score, biou, hit))
+        (da, ia, sa, ba, ha), (db, ib, sb, bb, hb) = side
+        c = int(g["category_id"])
+        recs.append(DetectionObjectRecord(
+            gid, c, None if class_names is None else str(class_names[c]), int(round(area)),
+            [float(v) for v in g["bbox"]], size, da, db, ia, ib, sa, sb, ba, bb, ha, hb, _outcome(ha, hb), image))
+    return recs
+
+
+def false_positives(results: Sequence[Mapping[str, Any]], matches: Any, *, model: str,
+                    class_names: Sequence[str] | None = None, image: Any = None) -> list[FalsePositive]:
+    """The detections of one image that COCO left unmatched at IoU 0.5 (area range "all")."""
+    th = size_thresholds((0, 0))
+    best: dict[int, float] = {}
+    for (i, _g), v in matches.iou.items():
+        best[i] = max(best.get(i, 0.0), v)
+    out = []
+    for i, g in sorted(matches.dt_match["all"].items()):
+        if g is not None:
+            continue
+        r = results[i]
+        c = int(r["category_id"])
+        bx = [float(v) for v in r["bbox"]]
+        out.append(FalsePositive(model, i, c, None if class_names is None else str(class_names[c]), float(r["score"]),
+                                 bx, size_bin(bx[2] * bx[3], th), best.get(i, 0.0), image))
     return out
 
 
