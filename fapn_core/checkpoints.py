@@ -601,7 +601,8 @@ def load_checkpoint(
         raise CheckpointError(f"unsupported checkpoint type {p.suffix!r}: use .safetensors, .pth, .pt or .pkl")
     model, report = import_official(p, config=config, allow_partial=allow_partial, max_bytes=max_bytes,
                                     dcn_impl=dcn_impl)
-    card = make_card(model, source={"file": p.name, "format": "detectron2", "load_report": report.summary()})
+    card = make_card(model, source={"file": p.name, "format": "detectron2", "load_report": report.summary()},
+                     **official_class_fields(model.config))
     model.card = card
     return model.to(device).eval(), card
 
@@ -612,9 +613,23 @@ def convert(
 ) -> tuple[Path, LoadReport]:
     """Official checkpoint → native safetensors + card (what ``fapn convert IN OUT`` runs)."""
     model, report = import_official(src, config=config, allow_partial=allow_partial)
+    fields = {**official_class_fields(model.config), **card_fields}
     card = make_card(model, source={"file": Path(src).name, "format": "detectron2", "load_report": report.summary()},
-                     **card_fields)
+                     **fields)
     return save_native(model, dst, card, half=half), report
+
+
+def official_class_fields(cfg: ModelConfig) -> dict[str, Any]:
+    """Class names (and ids, palettes) of an official release, from its class counts: COCO 2017 for 80 thing
+    classes (and 54 Panoptic FPN channels), Cityscapes for 19 semantic classes; ``{}`` otherwise."""
+    from .data.cityscapes import cityscapes_card_fields
+    from .data.coco_meta import coco_card_fields
+
+    if cfg.task == "semantic":
+        if cfg.num_classes != 19:
+            return {}
+        return {**cityscapes_card_fields(), "training_data": "Cityscapes (assumed from the 19 classes)"}
+    return coco_card_fields(cfg.task, cfg.num_classes, cfg.sem_seg_num_classes)
 
 
 def export_detectron2_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

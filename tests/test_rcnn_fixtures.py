@@ -280,3 +280,16 @@ def test_mismatched_checkpoint_names_the_head_and_keys(rcnn_dir, tmp_path):
         import_official(path, config=cfg.replace(num_classes=10))
     with pytest.raises(Exception, match=r"missing: .*head\.p2\.0\.weight"):
         import_official(path, config=cfg.replace(head="panoptic", sem_seg_num_classes=4))
+
+
+def test_official_coco_checkpoint_gets_coco_class_names(tmp_path):
+    from fapn_core.checkpoints import export_detectron2_state_dict
+
+    model = build_model("fpn_r50_panoptic")
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": export_detectron2_state_dict(model)}, path)
+    loaded, card = load_checkpoint(path)
+    assert card["task"] == "panoptic" and len(card["classes"]) == 80
+    assert card["classes"][0] == "person" and card["thing_category_ids"][11] == 13  # stop sign: ids have gaps
+    assert card["stuff_classes"][0] == "things" and card["stuff_classes"][1] == "banner"
+    assert card["stuff_category_ids"][-1] == 200 and len(card["stuff_category_ids"]) == 54
