@@ -327,8 +327,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         history = json.loads(state["history"])
     ddp_model = model
     if world > 1:
+        # detectors: a batch shard without foreground proposals leaves the mask head unused in that step
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=detector)
 
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world)

@@ -57,3 +57,23 @@ def test_panoptic_training_resumes_exactly_and_writes_a_detector_card(tmp_path):
     assert a.num_classes == 4 and a.num_stuff_classes == 7
     res = a.predict(open_dataset(DATA)[1]["image"])
     assert res.sem_seg.shape == (7, 64, 128) and res.panoptic_seg.shape == (64, 128)
+
+
+def test_ddp_detector_training_on_cpu_with_gloo(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "fapn_core.cli", "train", "--model", "fpn_r18_maskrcnn", "--data", DATA, "--out", str(tmp_path),
+           "--steps", "2", "--batch-size", "2", "--crop", "64x96", "--workers", "0", "--threads", "1", *sets]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model, card = load_checkpoint(tmp_path / "fpn_r18_maskrcnn.safetensors")
+    assert card["task"] == "instance" and card["training"]["processes"] == 2
