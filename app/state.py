@@ -119,15 +119,34 @@ class Context:
             return list(card["thing_classes"])
         return known_thing_classes(self.class_names)
 
+    @property
+    def avg_instance_size(self) -> dict | None:
+        """iIoU weights: the card's, or the official Cityscapes table for Cityscapes classes (None: image mean)."""
+        from fapn_core.data.palettes import CITYSCAPES_CLASSES
+        from fapn_core.metrics.objects import CITYSCAPES_AVG_INSTANCE_SIZE
+
+        card = (self.a or self.b).card if (self.a or self.b) else {}
+        if card.get("avg_instance_size"):
+            return dict(card["avg_instance_size"])
+        return dict(CITYSCAPES_AVG_INSTANCE_SIZE) if tuple(self.class_names) == tuple(CITYSCAPES_CLASSES) else None
+
     def comparison(self):
         """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT)."""
         if self.gt is None:
             return None
+        from fapn_core.data.cityscapes import official_instances
+        from fapn_core.data.palettes import CITYSCAPES_CLASSES
+
         pa, pb = self.prediction("a"), self.prediction("b")
         things = self.thing_classes
+        instances = self.instances
+        if instances is not None and tuple(self.class_names) == tuple(CITYSCAPES_CLASSES):
+            instances = official_instances(instances)  # group regions (ids < 1000) are not instances
+        sizes = self.avg_instance_size
         return compare_cached(self.a.key, self.b.key, self.image_key, _hash_array(self.gt),
                               self.num_classes, tuple(self.class_names), None if things is None else tuple(things),
-                              self.gt, pa.labels, pb.labels, self.instances)
+                              None if sizes is None else tuple(sorted(sizes.items(), key=str)),
+                              self.gt, pa.labels, pb.labels, instances)
 
 
 def _hash_bytes(data: bytes) -> str:
@@ -227,10 +246,12 @@ def inference_count(handle_key: str, image_key: str, amp: bool) -> int:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def compare_cached(key_a: str, key_b: str, image_key: str, gt_key: str, num_classes: int,
-                   class_names: tuple[str, ...], thing_classes: tuple[int, ...] | None, _gt: np.ndarray,
-                   _pa: np.ndarray, _pb: np.ndarray, _instances: np.ndarray | None):
+                   class_names: tuple[str, ...], thing_classes: tuple[int, ...] | None,
+                   avg_instance_size: tuple | None, _gt: np.ndarray, _pa: np.ndarray, _pb: np.ndarray,
+                   _instances: np.ndarray | None):
     return compare(_gt, _pa, _pb, num_classes, instances=_instances, class_names=list(class_names),
-                   thing_classes=None if thing_classes is None else list(thing_classes))
+                   thing_classes=None if thing_classes is None else list(thing_classes),
+                   avg_instance_size=None if avg_instance_size is None else dict(avg_instance_size))
 
 
 def known_thing_classes(class_names: list[str]) -> list[int] | None:
