@@ -106,6 +106,12 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
     root = write_synthetic(args.out, args.n, seed=args.seed, size=args.size, split_name=args.split)
     print(f"wrote {args.n} samples to {root}")
+    if args.coco or args.panoptic:
+        from .data import coco
+        from .data.datasets import FolderDataset
+
+        written = coco.export_dataset(FolderDataset(root), root / "coco", instances=args.coco, panoptic=args.panoptic)
+        print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 
 
@@ -261,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--size", type=_pair, default=(256, 512), help="HxW")
     ms.add_argument("--split", default="train", help="split name used in file names")
+    ms.add_argument("--coco", action="store_true", help="also write the ground truth as COCO instances JSON (RLE), "
+                    "coco/instances.json")
+    ms.add_argument("--panoptic", action="store_true", help="also write COCO panoptic ground truth, "
+                    "coco/panoptic.json + coco/panoptic/*.png")
     e = sub.add_parser("evaluate", help="every metric over a dataset for one or more models or saved "
                        "prediction sets (first = baseline)")
     e.add_argument("--models", nargs="+", default=[], help="bundled model names or checkpoint paths")

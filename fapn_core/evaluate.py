@@ -218,6 +218,9 @@ def evaluate(
 ) -> EvaluationReport:
     """Evaluate ``models`` (first = baseline) on ``dataset``; writes per-image JSONL, CSV/JSON/Markdown tables.
 
+    Detectors (card task detection/instance/panoptic) go to ``evaluate_detection.evaluate_detectors`` and return
+    its ``DetectionReport`` (COCO box/mask/Boundary AP, PQ, objects A vs B).
+
     ``models``: ``ModelEntry`` or ``PredictionEntry`` items. ``thing_classes`` / ``avg_instance_size``
     default to the dataset's. ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``.
     ``deadline_s``/``cancel`` stop early with a snapshot (call again to resume). Raises ``ValueError`` on
@@ -228,6 +231,14 @@ def evaluate(
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"model labels must be unique, got {labels}")
+    from .evaluate_detection import evaluate_detectors, model_task
+
+    tasks = {m.label: model_task(m) for m in models}
+    if set(tasks.values()) != {"semantic"}:  # detectors: COCO AP, PQ, per-object A vs B (evaluate_detection)
+        if "semantic" in tasks.values():
+            raise ValueError(f"cannot evaluate semantic models with detectors in one run: {tasks}")
+        return evaluate_detectors(models, dataset, out_dir, limit=limit, amp=amp, progress=progress,  # type: ignore
+                                  snapshot_every=snapshot_every, deadline_s=deadline_s, cancel=cancel)
     num_classes = int(dataset.num_classes)
     for m in models:
         if m.num_classes != num_classes:
