@@ -41,6 +41,17 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
+    """Compressed COCO RLEs of (N, H, W) bool masks (one Fortran-order copy for all)."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.asarray(masks, dtype=np.uint8)
+    if masks.shape[0] == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
 def decode_mask(rle: Mapping[str, Any]) -> np.ndarray:
     """(H, W) bool mask of a validated RLE (see :func:`check_rle`)."""
     from pycocotools import mask as mask_utils
@@ -155,13 +166,14 @@ def detection_results(boxes: np.ndarray, scores: np.ndarray, category_ids: np.nd
                       masks: np.ndarray | None = None) -> list[dict[str, Any]]:
     """COCO result entries: ``bbox`` [x, y, w, h] from XYXY boxes, ``score``, and RLE ``segmentation`` with masks."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    rles = encode_masks(masks) if masks is not None else None
     out = []
     for i in range(boxes.shape[0]):
         x0, y0, x1, y1 = boxes[i]
         r = {"image_id": int(image_id), "category_id": int(category_ids[i]), "score": float(scores[i]),
              "bbox": [round(float(x0), 3), round(float(y0), 3), round(float(x1 - x0), 3), round(float(y1 - y0), 3)]}
-        if masks is not None:
-            r["segmentation"] = encode_mask(masks[i])
+        if rles is not None:
+            r["segmentation"] = rles[i]
         out.append(r)
     return out
 

@@ -91,11 +91,17 @@ def _rle_bytes(seg: Mapping[str, Any]) -> dict[str, Any]:
     return {"size": list(seg["size"]), "counts": c.encode("ascii") if isinstance(c, str) else c}
 
 
+def _copy_ds(ds: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy the COCO tools may write into (they add keys to annotation dicts, never change nested values)."""
+    return {k: ([dict(x) if isinstance(x, dict) else x for x in v] if isinstance(v, list) else v)
+            for k, v in ds.items()}
+
+
 def _pycoco(ds: Mapping[str, Any]):
     from pycocotools.coco import COCO
 
     c = COCO()
-    c.dataset = copy.deepcopy(dict(ds))
+    c.dataset = _copy_ds(ds)
     with contextlib.redirect_stdout(io.StringIO()):
         c.createIndex()
     return c
@@ -119,7 +125,7 @@ def coco_evaluate(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], i
         from faster_coco_eval.core import mask as fmask
 
         _fill_result_areas(dt_ds, fmask)
-        cg = COCO(copy.deepcopy(dict(gt)), print_function=lambda *a, **k: None)
+        cg = COCO(_copy_ds(gt), print_function=lambda *a, **k: None)
         cd = COCO(dt_ds, print_function=lambda *a, **k: None)
         ev = COCOeval_faster(cg, cd, iou_type, print_function=lambda *a, **k: None,
                              boundary_dilation_ratio=boundary_dilation_ratio, boundary_cpu_count=1)
