@@ -1,0 +1,127 @@
+"""Does the FAM align? Known-displacement tests for the estimate, the agreement numbers and the similarities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fapn_core.alignment import align_level, estimate_displacement, fpn_topdown, summarize
+from fapn_core.introspect import FAMCapture
+from fapn_core.models.deform import ModulatedDeformConv
+from fapn_core.models.necks import FeatureAlign
+
+
+def _smooth_features(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(1, c, h // 4 + 2, w // 4 + 2, generator=g)
+    return F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0]
+
+
+def _pair(c: int, h: int, w: int, dy: float, dx: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reference, source) crops of one smooth field with source(p + (dy, dx)) = reference(p), real content in view
+    everywhere (the shift is taken on a larger field, then both are cropped)."""
+    m = 8
+    big = _smooth_features(c, h + 2 * m, w + 2 * m, seed)
+    return big[:, m:-m, m:-m], _shift(big, dy, dx)[:, m:-m, m:-m]
+
+
+def _shift(x: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
+    """y(p) = x(p − (dy, dx)), bilinear (so that y(p + d) = x(p) with d = (dy, dx))."""
+    c, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    gx = (xs - dx + 0.5) / w * 2 - 1
+    gy = (ys - dy + 0.5) / h * 2 - 1
+    return F.grid_sample(x[None], torch.stack([gx, gy], -1)[None], align_corners=False, padding_mode="border")[0]
+
+
+@pytest.mark.parametrize("dy,dx", [(2.0, -1.0), (1.5, -2.25), (-0.4, 0.3)])
+def test_estimate_recovers_a_known_subpixel_shift(dy, dx):
+    ref, src = _pair(16, 48, 64, dy, dx)
+    d = estimate_displacement(src.numpy(), ref.numpy(), radius=4)
+    inner = np.zeros_like(d.valid)
+    inner[6:-6, 6:-6] = True
+    cells = d.valid & inner
+    assert cells.mean() > 0.5 * inner.mean()
+    err = np.hypot(d.field[0][cells] - dy, d.field[1][cells] - dx)
+    assert np.median(err) < 0.15, np.median(err)
+    # a shift beyond the search radius is masked (best match on the window's edge), not reported as r
+    far = estimate_displacement(_shift(ref, 6.0, 0.0).numpy(), ref.numpy(), radius=2)
+    assert far.valid[6:-6, 6:-6].mean() < 0.2
+
+
+def test_flat_regions_are_masked():
+    ref = torch.zeros(8, 20, 20) + torch.arange(8.0)[:, None, None]  # no texture anywhere
+    d = estimate_displacement(ref.numpy(), ref.numpy())
+    assert not d.valid.any()
+    with pytest.raises(ValueError, match="same"):
+        estimate_displacement(ref.numpy(), ref[:, :10].numpy())
+
+
+def _fam_with_known_offsets(c: int, dy: float, dx: float) -> FeatureAlign:
+    """A real FAM whose offsets are (dy, dx) at every group and point, whose DCN copies its centre tap and whose FSM
+    lateral is a scaled identity — so lateral = shifted feat_up exactly when the inputs are built that way."""
+    fam = FeatureAlign(c, c, deformable_groups=2, dcn_impl="reference")
+    with torch.no_grad():
+        fam.lateral.conv_atten.weight.zero_()  # attention 0.5 everywhere: lateral = conv(1.5 x)
+        fam.lateral.conv.weight.copy_(torch.eye(c)[:, :, None, None])
+        fam.offset.weight.zero_()
+        dcn: ModulatedDeformConv = fam.dcn
+        dcn.conv_offset_mask.weight.zero_()
+        bias = dcn.conv_offset_mask.bias
+        n = bias.numel() * 2 // 3
+        bias[0:n:2], bias[1:n:2], bias[n:] = dy, dx, 20.0  # (dy, dx) pairs; masks sigmoid(20) ≈ 1
+        dcn.weight.zero_()
+        dcn.weight[:, :, 1, 1] = torch.eye(c)
+        if dcn.bias is not None:
+            dcn.bias.zero_()
+    return fam.eval()
+
+
+def _capture(fam: FeatureAlign, lateral_in: torch.Tensor, top_down: torch.Tensor) -> FAMCapture:
+    seen = {}
+    hooks = [fam.dcn.conv_offset_mask.register_forward_hook(lambda m, i, o: seen.__setitem__("raw", o)),
+             fam.upsample.register_forward_hook(lambda m, i, o: seen.__setitem__("up", o)),
+             fam.lateral.register_forward_hook(lambda m, i, o: seen.__setitem__("lat", o.clone())),
+             fam.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.clone()))]
+    with torch.no_grad():
+        fam(lateral_in[None], top_down[None])
+    for h in hooks:
+        h.remove()
+    offset, mask = ModulatedDeformConv.split_offset_mask(seen["raw"])
+    g = mask.shape[1] // 9
+    h, w = lateral_in.shape[-2:]
+    return FAMCapture("p3", 8, offset[0].view(g, 9, 2, h, w).numpy(), mask[0].view(g, 9, h, w).numpy(),
+                      seen["up"][0].numpy(), seen["lat"][0].numpy(), seen["out"][0].numpy())
+
+
+def test_a_fam_that_follows_the_misalignment_scores_as_aligned():
+    ref, up = _pair(16, 40, 48, 1.0, -2.0, seed=1)  # up(p + (1, −2)) = ref(p)
+    ref, up = ref + 6.0, up + 6.0  # positive, so the FAM's relu keeps them
+    good = align_level(_capture(_fam_with_known_offsets(16, 1.0, -2.0), ref, up), radius=3)
+    assert good.overall["epe"] < 0.2 and good.overall["cosine"] > 0.95
+    # after = relu(DCN(up)) equals the lateral exactly except the 2 columns it samples beyond the map (zeros)
+    assert good.mean_similarity["after"] > good.mean_similarity["before"] + 0.25
+    assert np.median(good.similarity_after[:, 2:]) > 0.85
+    assert "follow the misalignment" in good.verdict() and "rises" in good.verdict()
+    bad = align_level(_capture(_fam_with_known_offsets(16, -1.0, 2.0), ref, up), radius=3)
+    assert bad.overall["cosine"] < -0.95 and bad.overall["epe"] > 4.0
+    assert bad.mean_similarity["after"] < good.mean_similarity["after"]
+    assert "do not follow" in bad.verdict()
+    gt = np.zeros((320, 384), np.int64)
+    gt[:, 192:] = 1
+    split = align_level(_capture(_fam_with_known_offsets(16, 1.0, -2.0), ref, up), gt=gt)
+    assert split.near_boundary["cells"] + split.away["cells"] == split.overall["cells"]
+    row = summarize([split])[0]
+    assert row["level"] == "p3" and row["epe_near"] < 0.3 and "sim_before_near_boundary" in row
+
+
+def test_fpn_topdown_is_detectron2s_nearest_sum():
+    lat = {f"p{i}": np.random.default_rng(i).normal(size=(4, 2 ** (7 - i), 2 ** (7 - i))).astype(np.float32)
+           for i in (2, 3, 4, 5)}
+    td = fpn_topdown(lat)
+    assert sorted(td) == ["p2", "p3", "p4"]
+    p4_in = np.repeat(np.repeat(lat["p5"], 2, 1), 2, 2)
+    np.testing.assert_allclose(td["p4"], p4_in)
+    np.testing.assert_allclose(td["p3"], np.repeat(np.repeat(lat["p4"] + p4_in, 2, 1), 2, 2), rtol=1e-6)
