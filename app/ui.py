@@ -46,3 +46,39 @@ def diverging(m: np.ndarray) -> np.ndarray:
     red, blue = np.array([200, 30, 30], np.float32), np.array([30, 70, 200], np.float32)
     out = np.where(m >= 0, white + (red - white) * m, white + (blue - white) * (-m))
     return out.astype(np.uint8)
+
+
+def trained_on_synthetic(handle) -> bool:
+    """Whether a model knows only this project's synthetic street scenes: its card's training data says so, or
+    (card silent) it came from the bundled models."""
+    data = (handle.card or {}).get("training_data")
+    if data:
+        return "synth" in str(data).lower()
+    return str(handle.key).startswith("bundled:")
+
+
+def image_is_upload() -> bool:
+    """Whether the sidebar's image is an upload rather than a sample from the gallery."""
+    from app import state
+
+    return st.session_state.get("img_src", "Sample gallery") != "Sample gallery" or not state.samples()
+
+
+def synthetic_domain_note(ctx) -> None:
+    """On an uploaded image, warn that A/B trained on synthetic scenes only and point to official checkpoints."""
+    if not ctx.ready or not image_is_upload():
+        return
+    synthetic = [(slot, h) for slot, h in (("A", ctx.a), ("B", ctx.b)) if trained_on_synthetic(h)]
+    if not synthetic:
+        return
+    who = " and ".join(f"{slot} (`{h.card.get('name', h.label)}`)" for slot, h in synthetic)
+    classes = synthetic[0][1].card.get("classes") or []
+    known = f" ({len(classes)} classes: {', '.join(classes)})" if classes else ""
+    they = "they" if len(synthetic) == 2 else "it"
+    st.warning(
+        f"**{who} {'were' if len(synthetic) == 2 else 'was'} trained on synthetic street scenes only**{known}. "
+        f"On an uploaded photo {they} still give{'' if len(synthetic) == 2 else 's'} every pixel one of these "
+        "classes, so the labels say little about what the photo shows. For real images load an official checkpoint "
+        "(e.g. a FaPN-full or detectron2 PointRend semantic release for Cityscapes) with *Upload checkpoint* in the "
+        "sidebar; the **About** page lists the releases that load and the command that converts each.",
+        icon=":material/warning:")

@@ -11,6 +11,7 @@ ctx = state.context()
 st.title("Compare A and B")
 if state.require_ready(ctx):
     state.status_line(ctx)
+    ui.synthetic_domain_note(ctx)
     name_a, name_b = ui.names(ctx)
     pa, pb = ctx.prediction("a"), ctx.prediction("b")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="cmp_alpha")
