@@ -1,5 +1,5 @@
-"""About: what FPN, FAM and FSM are, the paper's tables, how to load official checkpoints, and this server's
-settings."""
+"""About: what FPN, FAM and FSM are, why alignment matters (on the current image), the paper's tables, the official
+checkpoints that load, and this server's settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from app import state
+from fapn_core.viz import DEFAULT_SCALES, motivation_figure
 
+ctx = state.context()
 st.title("About FaPN Lab")
 st.markdown("""
 **FPN** fuses a coarse, upsampled top-down feature with a detailed lateral one. Upsampling has no location
@@ -26,6 +28,24 @@ This app runs two models on the same image and shows where they differ: the **Of
 learned displacement fields (in image pixels), **Channels** the FSM importances, **Boundaries** and **Small
 objects** the metrics where FaPN claims its gains.
 """)
+st.subheader("Why alignment matters, on the current image")
+st.markdown("""
+A pyramid level at stride *s* holds the image as if it were shrunk *s* times; the top-down path enlarges it again.
+What that round trip loses, `|image − up(down(image, s))|` (the paper's motivation figure), sits on edges and thin
+structures: exactly where an upsampled coarse feature without a location reference lands in the wrong place, and
+what the FAM's offsets are meant to correct.
+""")
+strides = sorted(st.multiselect("Strides (rescale factors)", [2, 4, 8, 16, 32, 64], default=list(DEFAULT_SCALES),
+                                key="about_strides", help="the image is resized down by each factor and back up"))
+if ctx.image is None:
+    st.info("Pick a sample or upload an image in the sidebar to see this for that image.")
+elif not strides:
+    st.info("Choose at least one stride.")
+else:
+    st.plotly_chart(motivation_figure(ctx.image, strides, ncols=2 if len(strides) >= 4 else len(strides)),
+                    key="motivation")
+    st.caption(f"{ctx.image_name}: bilinear down to ⌈H/s⌉ × ⌈W/s⌉ and back, mean over RGB, one colour range for "
+               "all strides (`fapn_core.viz.motivation_figure`).")
 st.subheader("The paper's ablation (Cityscapes val)")
 st.dataframe(pd.DataFrame([
     ("FPN", "R50", 28.6, 77.4), ("FPN + extra 3×3 conv", "R50", 33.4, 77.5), ("FPN", "R101", 47.6, 78.9),
@@ -38,15 +58,55 @@ st.dataframe(pd.DataFrame([
     ("FPN (PointRend)", "R50", 46.9, 53.6, 59.3, 63.8, 55.9), ("FaPN", "R50", 49.2, 56.2, 62.0, 66.4, 58.5),
     ("FPN (PointRend)", "R101", 47.8, 54.6, 60.5, 64.9, 57.0), ("FaPN", "R101", 50.1, 57.1, 62.9, 67.2, 59.3)],
     columns=["method", "backbone", "3px", "5px", "8px", "12px", "mean"]), hide_index=True)
-st.subheader("Loading official checkpoints")
-st.markdown("""
-Official FaPN-full and detectron2 checkpoints (`model_final.pth`, or detectron2 `.pkl`) load directly: choose
-*Upload checkpoint* in the sidebar, or convert once on the command line (the architecture is inferred from the
-keys, or read from the detectron2 config dump with `--config`):
+st.subheader("Official checkpoints that load")
+F, D = "FaPN-full", "detectron2 model zoo"
+# task, source, release (official config name), native model, parameters (README; = the manifests)
+RELEASES = [
+    ("semantic", F, "pointrend_semantic_R_50_FAN_1x_cityscapes", "fapn_r50_pointrend", 33_075_182),
+    ("semantic", "detectron2 (R101 config at depth 50)", "pointrend_semantic_R_50_FPN_1x_cityscapes",
+     "fpn_r50_pointrend", 28_632_678),
+    ("semantic", F, "pointrend_semantic_R_101_FAN_1x_cityscapes", "fapn_r101_pointrend", 52_015_086),
+    ("semantic", D, "pointrend_semantic_R_101_FPN_1x_cityscapes", "fpn_r101_pointrend", 47_572_582),
+    ("detection", F, "faster_rcnn_R_50_FAN_1x", "fapn_r50_fasterrcnn", 46_142_440),
+    ("detection", D, "faster_rcnn_R_50_FPN_1x", "fpn_r50_fasterrcnn", 41_699_936),
+    ("detection", F, "faster_rcnn_R_101_FAN_3x", "fapn_r101_fasterrcnn", 65_082_344),
+    ("detection", D, "faster_rcnn_R_101_FPN_3x", "fpn_r101_fasterrcnn", 60_639_840),
+    ("instance", F, "mask_rcnn_R_50_FAN_1x", "fapn_r50_maskrcnn", 48_785_720),
+    ("instance", D, "mask_rcnn_R_50_FPN_1x", "fpn_r50_maskrcnn", 44_343_216),
+    ("instance", F, "mask_rcnn_R_101_FAN_3x", "fapn_r101_maskrcnn", 67_725_624),
+    ("instance", D, "mask_rcnn_R_101_FPN_3x", "fpn_r101_maskrcnn", 63_283_120),
+    ("panoptic", F, "panoptic_fan_R_50_1x", "fapn_r50_panoptic", 50_416_494),
+    ("panoptic", D, "panoptic_fpn_R_50_1x", "fpn_r50_panoptic", 45_973_990),
+    ("panoptic", F, "panoptic_fan_R_101_3x", "fapn_r101_panoptic", 69_356_398),
+    ("panoptic", D, "panoptic_fpn_R_101_3x", "fpn_r101_panoptic", 64_913_894),
+]
 
-```bash
-fapn convert model_final.pth fapn_r50_cityscapes.safetensors --config config.yaml
-```
+
+def _row(task, source, release, name, params):
+    ckpt = "model_final_<id>.pkl" if source == D else "model_final.pth"
+    return {"task": f"{task} · {'Cityscapes' if task == 'semantic' else 'COCO'}", "release (config)": release,
+            "source": source, "native model": f"`{name}`", "parameters": f"{params:,}",
+            "in the app": "yes" if task == "semantic" else "not yet: library + CLI",
+            "convert": f"`fapn convert {ckpt} {name}.safetensors [--config config.yaml]`"}
+
+
+rows = [_row(*r) for r in RELEASES] + [
+    {"task": "instance · COCO",
+     "release (config)": "pointrend_rcnn_R_50_FAN_1x_coco, pointrend_rcnn_R_50_FPN_1x_coco", "source": f"{F}, {D}",
+     "native model": "—", "parameters": "—", "in the app": "refused",
+     "convert": "refused with a message: PointRend's instance mask head is not implemented"}]
+st.table(pd.DataFrame(rows), hide_index=True)
+st.markdown("""
+Semantic releases are Cityscapes (19 classes); the R-CNN family is COCO (80 thing classes, and 53 stuff classes for
+Panoptic FPN). Every parameter count equals the official state-dict manifest, key for key. `--config` is the
+release's detectron2 config dump (optional: without it the architecture and head are inferred from the keys); then
+`fapn info <name>.safetensors` shows the card. The detectron2 zoo has no R50 PointRend semantic release: the paper's
+R50 FPN baseline is its R101 config at depth 50, so that row is for a checkpoint you train with that config.
+
+**In the app:** semantic checkpoints load directly (`.pth`, `.pkl` or converted `.safetensors`) with *Upload
+checkpoint* in the sidebar, and every page works with them. A detection, instance or panoptic checkpoint loads in
+the library (`load_checkpoint`, `predict_with_captures`) and the CLI (`fapn convert`, `fapn info`); the app's views
+for detection/panoptic models are coming, and until then the sidebar says so when one is loaded.
 
 Nothing is unpickled with code execution: `.pth` files are read with `torch.load(weights_only=True)`, `.pkl`
 files with an unpickler that admits numpy arrays only. A checkpoint that does not match the architecture is
