@@ -336,3 +336,113 @@ def test_dataset_page_refuses_a_folder_outside_the_roots(shared_server, tmp_path
     at.text_input(key="ds_root").input("inside").run()
     at.button(key="ds_run").click().run()
     assert opened == [f"folder:{(allowed / 'inside').resolve()}"]  # the resolved folder, and only then read
+
+
+# ------------------------------------------------------------------------- issue #16: three gaps in the app
+SYNTHETIC_NOTE = "trained on synthetic street scenes only"
+
+
+def _warnings(at) -> list[str]:
+    return [w.value for w in at.warning]
+
+
+def test_synthetic_note_shows_for_an_uploaded_image_and_not_for_a_gallery_sample():
+    at = _app().run()
+    _no_errors(at)
+    assert not any(SYNTHETIC_NOTE in w for w in _warnings(at))  # gallery sample: no note
+    image, _, _ = _sample_upload()
+    _upload_image(at, "portrait.png", image)
+    _no_errors(at)
+    notes = [w for w in _warnings(at) if SYNTHETIC_NOTE in w]
+    assert len(notes) == 1, _warnings(at)
+    assert "A (`fpn_r18_semfpn`) and B (`fapn_r18_semfpn`) were" in notes[0]
+    assert "10 classes: road, sidewalk" in notes[0] and "official checkpoint" in notes[0] and "About" in notes[0]
+    at.switch_page("../pages/boundaries.py").run()
+    assert not any(SYNTHETIC_NOTE in w for w in _warnings(at))  # said once, where the predictions are
+    at.switch_page("../pages/compare.py").run()
+    at.radio(key="img_src").set_value("Sample gallery").run()
+    _no_errors(at)
+    assert not any(SYNTHETIC_NOTE in w for w in _warnings(at))
+
+
+def test_trained_on_synthetic_reads_the_card_before_the_source():
+    from types import SimpleNamespace
+
+    from app import ui
+
+    def handle(key, training_data):
+        return SimpleNamespace(key=key, card={"training_data": training_data})
+
+    assert ui.trained_on_synthetic(handle("upload:x:cpu", "folder:data/synth_train"))  # a bundled file, uploaded
+    assert ui.trained_on_synthetic(handle("local:x:cpu", "synthetic:n=3000,seed=0,size=256x512"))  # panoptic pair
+    assert ui.trained_on_synthetic(handle("bundled:x:cpu", None))  # card silent: the Bundled source decides
+    assert not ui.trained_on_synthetic(handle("bundled:x:cpu", "Cityscapes (assumed from the 19 classes)"))
+    assert not ui.trained_on_synthetic(handle("upload:x:cpu", None))
+
+
+def _shown_motivation(at) -> dict:
+    import json
+
+    charts = [c for c in at.get("plotly_chart") if "motivation" in c.proto.id]
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def test_about_shows_the_motivation_figure_for_the_current_image():
+    from fapn_core.io import decode_image, read_image_file
+    from fapn_core.viz import motivation_figure
+
+    at = _app().run()
+    at.switch_page("../pages/about.py").run()
+    _no_errors(at)
+    sample = read_image_file(ROOT / "assets" / "samples" / "synthetic_00.png").rgb
+    expected = [a.text for a in motivation_figure(sample).layout.annotations]
+    assert [a["text"] for a in _shown_motivation(at)["layout"]["annotations"]] == expected
+    at.multiselect(key="about_strides").set_value([16, 2]).run()
+    spec = _shown_motivation(at)
+    assert [a["text"] for a in spec["layout"]["annotations"]] == [
+        a.text for a in motivation_figure(sample, [2, 16]).layout.annotations]
+    assert len([d for d in spec["data"] if d["type"] == "heatmap"]) == 2
+    image, _, _ = _sample_upload()  # the figure follows the sidebar's image
+    at.radio(key="img_src").set_value("Upload image").run()
+    at.file_uploader(key="img_upload").upload("street.png", image, "image/png").run()
+    _no_errors(at)
+    assert [a["text"] for a in _shown_motivation(at)["layout"]["annotations"]] == [
+        a.text for a in motivation_figure(decode_image(image).rgb, [2, 16]).layout.annotations]
+
+
+def test_about_lists_the_official_releases_and_their_commands():
+    import json
+
+    from fapn_core.models.zoo import list_models
+
+    at = _app().run()
+    at.switch_page("../pages/about.py").run()
+    _no_errors(at)
+    table = next(t.value for t in at.table if "native model" in t.value.columns)
+    table = table.apply(lambda col: col.str.strip("`"))  # code spans around names and commands
+    loadable = table[table["native model"] != "—"]
+    expected = {f"{n}_r{d}_{h}" for n in ("fapn", "fpn") for d in (50, 101)
+                for h in ("pointrend", "fasterrcnn", "maskrcnn", "panoptic")}
+    assert set(loadable["native model"]) == expected and len(loadable) == len(expected)
+    assert expected <= set(list_models())
+    for _, row in loadable.iterrows():
+        assert row["convert"].startswith("fapn convert model_final")
+        assert row["convert"].endswith(f" {row['native model']}.safetensors [--config config.yaml]")
+        if row["task"] == "semantic · Cityscapes":
+            assert row["in the app"] == "yes"
+        else:  # the app shows semantic models only: the table and its notes say so
+            assert row["task"].split(" · ") in (["detection", "COCO"], ["instance", "COCO"], ["panoptic", "COCO"])
+            assert row["in the app"] == "not yet: library + CLI"
+    notes = " ".join(" ".join(m.value.split()) for m in at.markdown)
+    assert "the app's views for detection/panoptic models are coming" in notes
+    assert (loadable["task"] == "semantic · Cityscapes").sum() == 4
+    refused = table[table["native model"] == "—"]
+    assert len(refused) == 1 and "pointrend_rcnn_R_50_FAN_1x_coco" in refused["release (config)"].iloc[0]
+    assert refused["in the app"].iloc[0] == "refused" and "not implemented" in refused["convert"].iloc[0]
+    fixtures = ROOT.parent / "shared" / "fixtures" / "reference"
+    for _, row in loadable.iterrows():  # each count equals the official manifest of that release
+        manifest = next((p for p in (fixtures / f"keys_{row['release (config)']}.json",
+                                     fixtures / "rcnn" / f"keys_{row['release (config)']}.json") if p.is_file()), None)
+        if manifest is not None:
+            assert int(row["parameters"].replace(",", "")) == json.loads(manifest.read_text())["num_params"]
