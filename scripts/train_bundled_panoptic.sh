@@ -4,7 +4,7 @@
 # Runs resume from runs/panoptic/<model>/train_state.pt when interrupted (the schedule is a function of the step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-800}
+STEPS=${STEPS:-1000}
 SEED=${SEED:-0}
 DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-1}
