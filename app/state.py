@@ -130,6 +130,13 @@ class Context:
             return dict(card["avg_instance_size"])
         return dict(CITYSCAPES_AVG_INSTANCE_SIZE) if tuple(self.class_names) == tuple(CITYSCAPES_CLASSES) else None
 
+    def alignment(self, which: str, level: str, radius: int):
+        """Alignment numbers of model ``which``'s FAM at ``level`` for the current image (cached)."""
+        handle = self.a if which == "a" else self.b
+        fam = self.prediction(which).captures.fam[level]
+        gt_key = "none" if self.gt is None else _hash_array(self.gt)
+        return alignment_cached(handle.key, self.image_key, self.amp, level, radius, gt_key, fam, self.gt)
+
     def comparison(self):
         """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT)."""
         if self.gt is None:
@@ -237,6 +244,15 @@ def predict_cached(handle_key: str, image_key: str, amp: bool, _handle: ModelHan
     with _COMPUTED_LOCK:
         _COMPUTED[f"{handle_key}|{image_key}|{amp}"] = _COMPUTED.get(f"{handle_key}|{image_key}|{amp}", 0) + 1
     return pred
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def alignment_cached(handle_key: str, image_key: str, amp: bool, level: str, radius: int, gt_key: str,
+                     _fam, _gt: np.ndarray | None):
+    """``fapn_core.alignment.align_level`` of one captured FAM level (shared; read-only)."""
+    from fapn_core.alignment import align_level
+
+    return align_level(_fam, gt=_gt, radius=radius)
 
 
 def inference_count(handle_key: str, image_key: str, amp: bool) -> int:

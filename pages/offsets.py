@@ -1,8 +1,10 @@
-"""Offsets: the FAM's learned displacement fields over the image, magnitudes, masks, features before/after."""
+"""Offsets: the FAM's learned displacement fields over the image, magnitudes, masks, features before/after, and
+whether the FAM aligns (estimated misalignment vs learned offsets)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app import state, ui
@@ -67,3 +69,39 @@ if state.require_ready(ctx):
                    "paper's figure of the FAM's input and output.")
     except NothingToShow as e:
         st.info(str(e))
+    st.subheader("Does the FAM align?")
+    st.caption("A local correlation between the upsampled coarse feature and the lateral (FSM) feature estimates "
+               "where the upsampled one would have to be sampled to match (sub-pixel; flat or ambiguous cells are "
+               "masked). If the FAM aligns, its learned offsets point the same way and its output is closer to the "
+               "lateral feature than its input. Feature pixels of the level (fapn_core/alignment.py).")
+    radius = st.select_slider("Search radius (feature px)", [1, 2, 3, 4, 5], value=3, key="off_radius")
+    la = ctx.alignment("b" if which.startswith("B") else "a", level, radius)
+    st.info(la.verdict())
+    d = la.displacement
+    est = float(np.median(d.magnitude[d.valid])) if d.valid.any() else float("nan")
+    a1, a2, a3, a4, a5 = st.columns(5)
+    a1.metric("confident cells", f"{d.valid.mean():.0%}")
+    a2.metric("estimated shift", f"{est:.2f} px", help="median |d| over confident cells, feature pixels")
+    a3.metric("learned offset", f"{np.median(np.hypot(*la.learned)):.2f} px", help="median |mask-weighted mean offset|")
+    a4.metric("endpoint error", f"{la.overall['epe']:.2f} px", help="learned vs estimated, confident cells")
+    a5.metric("cosine", f"{la.overall['cosine']:.2f}", help="1 = same direction, 0 = unrelated, −1 = opposite")
+    h, w = ctx.image.shape[:2]
+    s1, s2 = st.columns(2)
+    mag = np.where(d.valid, d.magnitude, np.nan)
+    vmax = float(max(np.nanmax(mag) if d.valid.any() else 1.0, np.hypot(*la.learned).max(), 1e-3))
+    s1.image(apply_colormap(mag, 0.0, vmax), caption="estimated |shift| (black: no confident match)",
+             width="stretch", clamp=True)
+    s2.image(apply_colormap(np.hypot(*la.learned), 0.0, vmax), caption="learned |mean offset|, same scale",
+             width="stretch", clamp=True)
+    t1, t2 = st.columns(2)
+    t1.image(ui.diverging(la.similarity_before), caption=f"cosine to the lateral feature before the FAM "
+             f"(mean {la.mean_similarity['before']:.2f}; red +1, blue −1)", width="stretch", clamp=True)
+    if la.similarity_after is not None:
+        t2.image(ui.diverging(la.similarity_after), caption="after the FAM, relu(DCN(up)) "
+                 f"(mean {la.mean_similarity['after']:.2f})", width="stretch", clamp=True)
+    rows = [{"where": "all confident", **la.overall}]
+    if la.near_boundary is not None:
+        rows += [{"where": "within 8 px of a GT boundary", **la.near_boundary},
+                 {"where": "away from boundaries", **la.away}]
+    rows.append({"where": f"best group ({la.best_group})", **la.best_group_stats})
+    st.dataframe(pd.DataFrame(rows).round(3), hide_index=True)

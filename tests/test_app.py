@@ -446,3 +446,28 @@ def test_about_lists_the_official_releases_and_their_commands():
                                      fixtures / "rcnn" / f"keys_{row['release (config)']}.json") if p.is_file()), None)
         if manifest is not None:
             assert int(row["parameters"].replace(",", "")) == json.loads(manifest.read_text())["num_params"]
+
+
+def test_offsets_page_alignment_numbers_equal_the_library():
+    from fapn_core.alignment import align_level
+    from fapn_core.checkpoints import load_checkpoint
+    from fapn_core.introspect import predict_with_captures
+    from fapn_core.io import decode_label, read_image_file
+
+    at = _app().run()
+    at.switch_page("../pages/offsets.py").run()
+    _no_errors(at)
+    at.select_slider(key="off_radius").set_value(2).run()
+    _no_errors(at)
+    folder = ROOT / "assets" / "samples"
+    image = read_image_file(folder / "synthetic_00.png").rgb
+    gt = decode_label((folder / "synthetic_00_label.png").read_bytes())
+    model, _ = load_checkpoint(bundled_models()["fapn_r18_semfpn"])
+    fam = predict_with_captures(model, image).captures.fam["p2"]
+    ref = align_level(fam, gt=gt, radius=2)
+    assert any(ref.verdict()[:40] in i.value for i in at.info), [i.value for i in at.info]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["confident cells"] == f"{ref.displacement.valid.mean():.0%}"
+    assert shown["endpoint error"] == f"{ref.overall['epe']:.2f} px"
+    table = at.dataframe[-1].value
+    assert list(table["where"])[:3] == ["all confident", "within 8 px of a GT boundary", "away from boundaries"]
