@@ -36,9 +36,9 @@ def _shift(x: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
     return F.grid_sample(x[None], torch.stack([gx, gy], -1)[None], align_corners=False, padding_mode="border")[0]
 
 
-@pytest.mark.parametrize("dy,dx", [(2.0, -1.0), (1.5, -2.25), (-0.4, 0.3)])
-def test_estimate_recovers_a_known_subpixel_shift(dy, dx):
-    ref, src = _pair(16, 48, 64, dy, dx)
+@pytest.mark.parametrize("dy,dx,c", [(2.0, -1.0, 16), (1.5, -2.25, 16), (-0.4, 0.3, 16), (1.5, -2.25, 96)])
+def test_estimate_recovers_a_known_subpixel_shift(dy, dx, c):
+    ref, src = _pair(c, 48, 64, dy, dx)  # 96 channels: correlated on the shared 32-component projection
     d = estimate_displacement(src.numpy(), ref.numpy(), radius=4)
     inner = np.zeros_like(d.valid)
     inner[6:-6, 6:-6] = True
