@@ -77,3 +77,25 @@ def test_ddp_detector_training_on_cpu_with_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model, card = load_checkpoint(tmp_path / "fpn_r18_maskrcnn.safetensors")
     assert card["task"] == "instance" and card["training"]["processes"] == 2
+
+
+def test_cityscapes_instance_labels_become_detector_targets(tmp_path):
+    """Cityscapes-style files (instanceIds with group regions and crowd/void) → thing objects of classes 11–18."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from cityscapes_scenes import write_cityscapes
+
+    write_cityscapes(tmp_path, n=2, size=(64, 128))
+    ds = open_dataset(f"cityscapes:{tmp_path}")
+    classes = DetectionClasses.of(ds)
+    assert classes.things == tuple(range(11, 19)) and len(classes.stuff) == 11
+    item = ds[0]
+    t = classes.targets(item["label"].astype(np.int64), item["instances"], panoptic=True)
+    inst = item["instances"]
+    expected = {int(i) for i in np.unique(inst) if i >= 1000 and np.isin(item["label"][inst == i], classes.things).any()}
+    assert len(t["classes"]) == len(expected) > 0  # one object per official instance id, none for group regions
+    for mask, cls in zip(t["masks"], t["classes"]):
+        assert int(np.unique(item["label"][mask.numpy()])[0]) == classes.things[int(cls)]
+    assert (t["sem_seg"][torch.from_numpy(item["label"] == 255)] == 255).all()
