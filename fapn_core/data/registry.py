@@ -9,6 +9,7 @@ SPEC_FORMS = (
     "folder:/path/to/root",
     "cityscapes:/path/to/root[:val]",
     "ade20k:/path/to/root[:validation]",
+    "coco-panoptic:/path/to/root[:val2017]",
 )
 
 
@@ -26,7 +27,8 @@ def _root_split(spec: str, rest: str, default: str) -> tuple[str, str]:
 
 
 def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationDataset:
-    """Open ``synthetic:...``, ``folder:<root>``, ``cityscapes:<root>[:<split>]`` or ``ade20k:<root>[:<split>]``."""
+    """Open ``synthetic:...``, ``folder:<root>``, ``cityscapes:<root>[:<split>]``, ``ade20k:<root>[:<split>]`` or
+    ``coco-panoptic:<root>[:<split>]``."""
     kind, _, rest = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "synthetic":
@@ -61,4 +63,9 @@ def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationD
 
         root, split = _root_split(spec, rest, "validation")
         return ADE20KDataset(root, split, transform=transform)
+    if kind == "coco-panoptic":
+        from .coco_panoptic import CocoPanopticDataset
+
+        root, split = _root_split(spec, rest, "val2017")
+        return CocoPanopticDataset(root, split, transform=transform)
     raise _spec_error(spec, f"unknown kind {kind!r}")
