@@ -266,3 +266,45 @@ def summarize(levels: Iterable[LevelAlignment]) -> list[dict[str, float | str]]:
         row.update({f"sim_{k}": v for k, v in la.mean_similarity.items()})
         rows.append(row)
     return rows
+
+
+class AlignmentAccumulator:
+    """Per-level means of :func:`summarize` rows over a dataset (NaNs skipped), resumable and mergeable."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def add(self, levels: Iterable[LevelAlignment]) -> None:
+        for row in summarize(levels):
+            lvl = str(row["level"])
+            s, c = self.sums.setdefault(lvl, {}), self.counts.setdefault(lvl, {})
+            for k, v in row.items():
+                if k in ("level", "best_group") or not isinstance(v, (int, float)) or math.isnan(float(v)):
+                    continue
+                s[k] = s.get(k, 0.0) + float(v)
+                c[k] = c.get(k, 0) + 1
+
+    def merge(self, other: "AlignmentAccumulator") -> None:
+        for lvl in other.sums:
+            for k, v in other.sums[lvl].items():
+                self.sums.setdefault(lvl, {})[k] = self.sums.get(lvl, {}).get(k, 0.0) + v
+                self.counts.setdefault(lvl, {})[k] = self.counts.get(lvl, {}).get(k, 0) + other.counts[lvl][k]
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "counts": self.counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {k: dict(v) for k, v in state["sums"].items()}
+        self.counts = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in state["counts"].items()}
+
+    def rows(self) -> list[dict[str, float | str]]:
+        """One row per level: the mean of every number over the images where it was defined."""
+        out = []
+        for lvl in sorted(self.sums, key=lambda k: int(k[1:])):
+            row: dict[str, float | str] = {"level": lvl}
+            for k, v in self.sums[lvl].items():
+                row[k] = round(v / self.counts[lvl][k], 4)
+            row["images"] = max(self.counts[lvl].values(), default=0)
+            out.append(row)
+        return out

@@ -143,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"fapn evaluate: {e}", file=sys.stderr)
         return 2
-    report = evaluate(models, dataset, args.out, limit=args.limit, amp=args.amp)
+    report = evaluate(models, dataset, args.out, limit=args.limit, amp=args.amp, alignment=args.alignment)
     if report is not None:
         print((Path(args.out) / "tables.md").read_text())
         for label, r in report.predictions.items():
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     e.add_argument("--threads", type=int, help="torch CPU threads")
+    e.add_argument("--alignment", action="store_true",
+                   help="also measure whether each FaPN-family model's FAM aligns (table 'alignment')")
     b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
     b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn"])
     b.add_argument("--rcnn-models", nargs="+", default=["fpn_r50_maskrcnn", "fapn_r50_maskrcnn"])

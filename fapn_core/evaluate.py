@@ -52,6 +52,19 @@ class ModelEntry:
     def labels(self, image: np.ndarray, index: int, amp: bool) -> np.ndarray:
         return self.model.predict(image, amp=amp).argmax(0).cpu().numpy().astype(np.int64)
 
+    @property
+    def has_fam(self) -> bool:
+        from .introspect import neck_modules
+
+        return bool(neck_modules(self.model)[0])
+
+    def labels_and_fams(self, image: np.ndarray, amp: bool) -> tuple[np.ndarray, dict]:
+        """Labels and the FAM captures (offsets, feat_up, lateral, output) of one forward."""
+        from .introspect import predict_with_captures
+
+        pred = predict_with_captures(self.model, image, ("offsets", "fam_features"), amp=amp)
+        return pred.labels.astype(np.int64), pred.captures.fam
+
 
 @dataclass
 class PredictionEntry:
@@ -187,6 +200,9 @@ def write_outputs(report: EvaluationReport, out: Path) -> None:
         md += [f"## {title}", "", markdown_table(tables[key]), ""]
     if report.predictions:
         md += ["## Prediction files", "", markdown_table(prediction_rows(report.predictions)), ""]
+    if tables.get("alignment"):
+        md += ["## Does the FAM align? (feature px; means over images, fapn_core/alignment.py)", "",
+               markdown_table(tables["alignment"]), ""]
     _atomic_write_text(out / "tables.md", "\n".join(md))
 
 
@@ -215,6 +231,7 @@ def evaluate(
     cancel: Callable[[], bool] | None = None,
     thing_classes: Sequence[int] | None = None,
     avg_instance_size: Mapping[Any, float] | None = None,
+    alignment: bool = False,
 ) -> EvaluationReport:
     """Evaluate ``models`` (first = baseline) on ``dataset``; writes per-image JSONL, CSV/JSON/Markdown tables.
 
@@ -223,8 +240,9 @@ def evaluate(
 
     ``models``: ``ModelEntry`` or ``PredictionEntry`` items. ``thing_classes`` / ``avg_instance_size``
     default to the dataset's. ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``.
-    ``deadline_s``/``cancel`` stop early with a snapshot (call again to resume). Raises ``ValueError`` on
-    class-count mismatches.
+    ``deadline_s``/``cancel`` stop early with a snapshot (call again to resume). ``alignment``: also measure, for
+    every model with a FAM, whether it aligns (``fapn_core.alignment``; table ``alignment``). Raises
+    ``ValueError`` on class-count mismatches.
     """
     if not models:
         raise ValueError("no models to evaluate")
@@ -263,6 +281,10 @@ def evaluate(
         return ComparisonAccumulator(num_classes, class_names=names, avg_instance_size=avg)
 
     accs = {f"{a}__vs__{b}": new_acc() for a, b in pairs}
+    from .alignment import AlignmentAccumulator, align_level
+
+    aligned = {m.label: AlignmentAccumulator() for m in models
+               if alignment and isinstance(m, ModelEntry) and m.has_fam}
     done: set[int] = set()
     skipped: list[dict[str, Any]] = []
     elapsed = 0.0
@@ -274,6 +296,8 @@ def evaluate(
                              f"{state['n_total']} images); use another output folder")
         for k, acc in accs.items():
             acc.load_state_dict(state["accumulators"][k])
+        for k, acc in aligned.items():
+            acc.load_state_dict(state.get("alignment", {}).get(k, {"sums": {}, "counts": {}}))
         done, skipped, elapsed = set(state["done"]), state["skipped"], float(state["elapsed"])
         _truncate_jsonl(shard / PER_IMAGE_FILE, done)
     todo = [i for i in mine if i not in done and i not in {s["index"] for s in skipped}]
@@ -282,6 +306,7 @@ def evaluate(
         _atomic_write_text(state_path, json.dumps({
             "models": labels, "n_total": n_total, "done": sorted(done), "skipped": skipped, "elapsed": elapsed,
             "accumulators": {k: a.state_dict() for k, a in accs.items()},
+            "alignment": {k: a.state_dict() for k, a in aligned.items()},
         }))
 
     bar = None
@@ -309,6 +334,11 @@ def evaluate(
             try:
                 for m in models:
                     t = time.perf_counter()
+                    if m.label in aligned:  # one forward gives the labels and the FAM captures
+                        preds[m.label], fams = m.labels_and_fams(image, amp)
+                        latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
+                        aligned[m.label].add(align_level(f, gt=gt) for f in fams.values())
+                        continue
                     preds[m.label] = m.labels(image, index, amp)
                     latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
             except PredictionError as e:  # missing / unusable prediction file: skip the sample for all
@@ -348,6 +378,7 @@ def evaluate(
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, {"acc": {k: a.state_dict() for k, a in accs.items()},
+                                          "align": {k: a.state_dict() for k, a in aligned.items()},
                                           "skipped": skipped, "elapsed": elapsed})
         if rank != 0:
             return None  # type: ignore[return-value]
@@ -361,6 +392,13 @@ def evaluate(
             skipped += g["skipped"]
             elapsed = max(elapsed, g["elapsed"])
         accs = merged
+        merged_align = {k: AlignmentAccumulator() for k in aligned}
+        for g in gathered:
+            for k, st in g["align"].items():
+                part = AlignmentAccumulator()
+                part.load_state_dict(st)
+                merged_align[k].merge(part)
+        aligned = merged_align
     for acc in accs.values():  # order-independent object lists (same output for any process count)
         acc.objects.sort(key=lambda r: (str(r.image), r.object_id))
     comparisons = {k: acc.result() for k, acc in accs.items()}
@@ -369,6 +407,8 @@ def evaluate(
                               avg_instance_size=avg)
     report.predictions = {m.label: m.predictions.report(skipped) for m in models if isinstance(m, PredictionEntry)}
     report.tables = build_tables(report)
+    if aligned:
+        report.tables["alignment"] = [{"method": k, **row} for k, acc in aligned.items() for row in acc.rows()]
     write_outputs(report, out)
     return report
 

@@ -229,3 +229,30 @@ def test_saved_predictions_and_models_together_on_the_command_line(tmp_path, mod
     assert s["skipped"][0]["kind"] == "missing" and s["skipped"][0]["index"] == 5
     oracle = next(r for r in s["tables"]["ablation"] if r["method"] == "oracle")
     assert oracle["mIoU"] == 100.0 and oracle["boundary_IoU"] == 100.0
+
+
+def test_alignment_table_equals_the_per_image_library_numbers(tmp_path, model_paths):
+    from fapn_core.alignment import AlignmentAccumulator, align_level
+    from fapn_core.introspect import predict_with_captures
+
+    models = load_models(model_paths)
+    data = open_dataset(DATA)
+    report = evaluate(models, data, tmp_path / "ev", limit=3, progress=False, alignment=True)
+    rows = report.tables["alignment"]
+    assert {r["method"] for r in rows} == {"fapn_r18_semfpn"}  # FPN has no FAM
+    acc = AlignmentAccumulator()
+    for i in range(3):
+        s = data[i]
+        fams = predict_with_captures(models[1].model, s["image"], ("offsets", "fam_features")).captures.fam
+        acc.add(align_level(f, gt=s["label"]) for f in fams.values())
+    expected = acc.rows()
+    assert [r["level"] for r in rows] == [r["level"] for r in expected] == ["p2", "p3", "p4"]
+    for ours, ref in zip(rows, expected):
+        for k in ("epe", "cosine", "learned_px", "sim_before", "sim_after", "confident"):
+            if k in ref:
+                assert ours[k] == pytest.approx(ref[k], abs=1e-4, nan_ok=True), k
+    md = (tmp_path / "ev" / "tables.md").read_text()
+    assert "Does the FAM align?" in md and (tmp_path / "ev" / "alignment.csv").is_file()
+    # the semantic tables are the same with and without the alignment pass
+    plain = evaluate(models, data, tmp_path / "plain", limit=3, progress=False)
+    assert plain.tables["ablation"] == report.tables["ablation"]
