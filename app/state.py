@@ -8,6 +8,8 @@ another session's tensors.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -24,7 +26,8 @@ from streamlit import config as st_config
 
 from app import server_paths as sp
 
-from fapn_core.checkpoints import CheckpointError, assets_dir, bundled_models, load_checkpoint
+from fapn_core.checkpoints import CheckpointError, assets_dir, bundled_models, load_checkpoint, semantic_classes
+from fapn_core.models.rcnn.panoptic import panoptic_to_labels
 from fapn_core.data.palettes import generic_palette
 from fapn_core.introspect import Prediction, predict_with_captures
 from fapn_core.io import (
@@ -52,8 +55,22 @@ class ModelHandle:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def task(self) -> str:
+        return self.card.get("task", "semantic")
+
+    @property
+    def semantic(self) -> tuple[list[str], list[list[int]] | None]:
+        """Class names and palette of the label maps this model's predictions are shown in."""
+        space = semantic_classes(self.card)
+        if space is None:  # refused at load time; kept total for safety
+            return [f"class_{i}" for i in range(int(self.model.num_classes))], None
+        return space
+
+    @property
     def num_classes(self) -> int:
-        return int(self.model.num_classes)
+        if self.task == "semantic":
+            return int(self.model.num_classes)
+        return len(self.semantic[0])
 
 
 @dataclass
@@ -84,17 +101,22 @@ class Context:
 
     @property
     def class_names(self) -> list[str]:
-        card = (self.a or self.b).card if (self.a or self.b) else {}
-        names = card.get("classes") or []
+        handle = self.a or self.b
+        names = handle.semantic[0] if handle else []
         return list(names) if len(names) == self.num_classes else [f"class_{i}" for i in range(self.num_classes)]
 
     @property
     def palette(self) -> np.ndarray:
-        card = (self.a or self.b).card if (self.a or self.b) else {}
-        pal = card.get("palette")
+        handle = self.a or self.b
+        pal = handle.semantic[1] if handle else None
         if pal is not None and len(pal) >= self.num_classes:
             return np.asarray(pal, np.uint8)
         return generic_palette(max(self.num_classes, 1))
+
+    @property
+    def semantic_only(self) -> bool:
+        """Both models are semantic segmentors (pages that need the semantic model itself check this)."""
+        return all(h is None or h.task == "semantic" for h in (self.a, self.b))
 
     def prediction(self, which: str) -> Prediction:
         handle = self.a if which == "a" else self.b
@@ -153,7 +175,7 @@ class Context:
         return compare_cached(self.a.key, self.b.key, self.image_key, _hash_array(self.gt),
                               self.num_classes, tuple(self.class_names), None if things is None else tuple(things),
                               None if sizes is None else tuple(sorted(sizes.items(), key=str)),
-                              self.gt, pa.labels, pb.labels, instances)
+                              not self.semantic_only, self.gt, pa.labels, pb.labels, instances)
 
 
 def _hash_bytes(data: bytes) -> str:
@@ -178,11 +200,13 @@ def _load_handle(key: str, label: str, path: str, device: str) -> ModelHandle:
     MODEL_LOADS[key] = MODEL_LOADS.get(key, 0) + 1
     model, card = load_checkpoint(path, device=device)
     task = getattr(model.config, "task", "semantic")
-    if task != "semantic":
+    if task != "semantic" and semantic_classes(card) is None:
+        why = ("its card has no thing/stuff category ids to map its classes onto a dataset's"
+               if task == "panoptic" else "it has no semantic output")
         raise CheckpointError(
             f"{label}: a {task} model ({model.config.name}) — it loads in the library (fapn_core: "
-            "load_checkpoint, predict_with_captures), but the app's pages show semantic segmentation models only "
-            "so far; pick a semantic checkpoint here")
+            "load_checkpoint, predict_with_captures, fapn evaluate), but the app shows semantic segmentation and "
+            f"Panoptic FPN models only so far, and {why}; pick another checkpoint here")
     for p in model.parameters():
         p.requires_grad_(False)
     card = dict(card, _path=path)
@@ -241,6 +265,12 @@ def predict_cached(handle_key: str, image_key: str, amp: bool, _handle: ModelHan
     """One inference of one model on one image, with FAM/FSM captures (shared; treat as read-only)."""
     with _handle.lock:
         pred = predict_with_captures(_handle.model, _image, CAPTURE, amp=amp)
+    if pred.detections is not None and pred.detections.panoptic_seg is not None:
+        # a Panoptic FPN is shown as a label map in the dataset's classes (things from its instances)
+        det = pred.detections
+        labels = panoptic_to_labels(det.panoptic_seg, det.segments_info, det.sem_seg.argmax(0),
+                                    _handle.card["thing_category_ids"], _handle.card["stuff_category_ids"])
+        pred = dataclasses.replace(pred, labels=labels.numpy().astype(np.uint8 if int(labels.max()) < 256 else np.int64))
     with _COMPUTED_LOCK:
         _COMPUTED[f"{handle_key}|{image_key}|{amp}"] = _COMPUTED.get(f"{handle_key}|{image_key}|{amp}", 0) + 1
     return pred
@@ -263,11 +293,13 @@ def inference_count(handle_key: str, image_key: str, amp: bool) -> int:
 @st.cache_data(max_entries=16, show_spinner=False)
 def compare_cached(key_a: str, key_b: str, image_key: str, gt_key: str, num_classes: int,
                    class_names: tuple[str, ...], thing_classes: tuple[int, ...] | None,
-                   avg_instance_size: tuple | None, _gt: np.ndarray, _pa: np.ndarray, _pb: np.ndarray,
-                   _instances: np.ndarray | None):
+                   avg_instance_size: tuple | None, allow_void: bool, _gt: np.ndarray, _pa: np.ndarray,
+                   _pb: np.ndarray, _instances: np.ndarray | None):
+    # allow_void: a Panoptic FPN leaves "thing" pixels that no instance covers void (255), counted as misses
     return compare(_gt, _pa, _pb, num_classes, instances=_instances, class_names=list(class_names),
                    thing_classes=None if thing_classes is None else list(thing_classes),
-                   avg_instance_size=None if avg_instance_size is None else dict(avg_instance_size))
+                   avg_instance_size=None if avg_instance_size is None else dict(avg_instance_size),
+                   allow_void=allow_void)
 
 
 def known_thing_classes(class_names: list[str]) -> list[int] | None:

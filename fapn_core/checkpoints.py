@@ -619,6 +619,35 @@ def convert(
     return save_native(model, dst, card, half=half), report
 
 
+def semantic_classes(card: Mapping[str, Any]) -> tuple[list[str], list[list[int]] | None] | None:
+    """The semantic label space a model's predictions can be read in: its classes and palette for a semantic
+    model; for Panoptic FPN the dataset classes its thing and stuff category ids point to (names and colours at
+    those ids); ``None`` for detectors without a semantic output or without category ids."""
+    task = card.get("task", "semantic")
+    if task == "semantic":
+        return list(card.get("classes") or []), card.get("palette")
+    things, stuff = card.get("thing_category_ids"), card.get("stuff_category_ids")
+    if task != "panoptic" or not things or not stuff or any(i is None for i in stuff[1:]):
+        return None
+    ids = [int(i) for i in things] + [int(i) for i in stuff[1:]]
+    if min(ids) < 0 or len(set(ids)) != len(ids) or max(ids) >= 4096:
+        return None
+    names = [f"class_{i}" for i in range(max(ids) + 1)]
+    pal: list[list[int]] | None = [[128, 128, 128] for _ in names]
+    for i, name in zip(things, card.get("classes", [])):
+        names[int(i)] = str(name)
+    for i, name in zip(stuff[1:], card.get("stuff_classes", [])[1:]):
+        names[int(i)] = str(name)
+    for ids_, key, skip in ((things, "palette", 0), (stuff, "stuff_palette", 1)):
+        colours = card.get(key)
+        if colours is None:
+            pal = None
+            break
+        for i, c in zip(ids_[skip:], colours[skip:]):
+            pal[int(i)] = [int(v) for v in c]
+    return names, pal
+
+
 def official_class_fields(cfg: ModelConfig) -> dict[str, Any]:
     """Class names (and ids, palettes) of an official release, from its class counts: COCO 2017 for 80 thing
     classes (and 54 Panoptic FPN channels), Cityscapes for 19 semantic classes; ``{}`` otherwise."""

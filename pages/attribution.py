@@ -18,7 +18,10 @@ st.caption("Which input pixels (or neck locations) drive the score of a class in
            "logits over the region. Integrated Gradients integrates input gradients from a baseline image; "
            "LayerGradCAM weighs a neck level's activations by their pooled gradients; Occlusion greys out "
            "windows and records the score drop.")
-if state.require_ready(ctx):
+if state.require_ready(ctx) and not ctx.semantic_only:
+    st.info("Attribution takes the semantic model's class logits; a Panoptic FPN's output is instances plus a "
+            "semantic head, which this page does not attribute yet. Pick two semantic models as A and B.")
+elif ctx.ready:
     state.status_line(ctx)
     name_a, name_b = ui.names(ctx)
     h, w = ctx.image.shape[:2]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state, ui
-from fapn_core.viz import disagreement_view, overlay_labels
+from fapn_core.data.palettes import generic_palette
+from fapn_core.viz import disagreement_view, draw_detections, draw_panoptic, overlay_labels
 
 ctx = state.context()
 st.title("Compare A and B")
@@ -27,6 +28,28 @@ if state.require_ready(ctx):
     diff = disagreement_view(ctx.image, pa.labels, pb.labels)
     st.subheader("Where A and B disagree")
     st.image(diff.image, caption=f"{diff.pixels:,} px ({100 * diff.fraction:.2f} %) differ", width="stretch")
+    if pa.detections is not None or pb.detections is not None:
+        st.subheader("Instances and panoptic segments")
+        thresh = st.slider("Instance score threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_score")
+        cols = st.columns(2)
+        for col, tag, handle, pred, name in ((cols[0], "A", ctx.a, pa, name_a), (cols[1], "B", ctx.b, pb, name_b)):
+            det = pred.detections
+            if det is None:
+                col.caption(f"{tag} · {name}: a semantic model (no instances)")
+                continue
+            card = handle.card
+            things = card.get("palette") or generic_palette(max(len(card.get("classes", [])), 1)).tolist()
+            stuff = card.get("stuff_palette") or generic_palette(max(len(card.get("stuff_classes", [])), 1)).tolist()
+            col.image(draw_detections(ctx.image, det.boxes, det.scores, det.classes, det.masks,
+                                      class_names=card.get("classes"), palette=things, score_thresh=thresh),
+                      caption=f"{tag} · {name}: {int((det.scores >= thresh).sum())} of {len(det)} instances ≥ "
+                              f"{thresh:.2f}", width="stretch")
+            if det.panoptic_seg is not None:
+                col.image(draw_panoptic(ctx.image, det.panoptic_seg, det.segments_info, thing_palette=things,
+                                        stuff_palette=stuff),
+                          caption=f"{tag} · panoptic: {sum(s['isthing'] for s in det.segments_info)} things, "
+                                  f"{sum(not s['isthing'] for s in det.segments_info)} stuff segments (white: "
+                                  "segment borders)", width="stretch")
     d1, d2 = st.columns(2)
     with d1:
         st.download_button("Prediction A (class ids PNG)", ui.label_png(pa.labels),

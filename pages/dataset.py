@@ -54,6 +54,10 @@ deadline = st.number_input("Time limit per run (s)", 10, 3600, 300, key="ds_dead
 name_a, name_b = ui.names(ctx)
 run_id = hashlib.sha256(f"{ctx.a.key}|{ctx.b.key}|{spec}|{int(limit)}".encode()).hexdigest()[:12]
 out = RUNS / run_id
+if not ctx.semantic_only:
+    st.info("This page evaluates semantic models. For detectors and Panoptic FPN run `fapn evaluate --models A B "
+            "--data …` (COCO box/mask/Boundary AP, PQ, objects A vs B; README 'Commands').")
+    st.stop()
 if spec and st.button("Run evaluation", type="primary", key="ds_run"):
     try:
         dataset = open_dataset(spec)

@@ -19,8 +19,10 @@ def flops_of(key: str, hw: tuple[int, int], _model) -> dict[str, int]:
 def module_table(handle) -> pd.DataFrame:
     model = handle.model
     rows = []
-    for part in ("backbone", "neck", "head"):
-        module = getattr(model, part)
+    for part in ("backbone", "neck", "proposal_generator", "roi_heads", "head"):
+        module = getattr(model, part, None)
+        if module is None:
+            continue
         for name, child in module.named_children():
             n = sum(p.numel() for p in child.parameters())
             if n:

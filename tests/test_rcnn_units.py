@@ -300,3 +300,23 @@ def test_offsets_and_channels_machinery_on_a_detector_neck(tiny_maskrcnn):
     pred = predict_with_captures(plain, image)
     assert pred.task == "detection" and pred.logits is None and pred.detections.masks is None
     assert not pred.captures.fam and "no FAM" in pred.captures.explain_missing()
+
+
+def test_panoptic_result_as_dataset_labels_and_card_label_space():
+    from fapn_core.checkpoints import semantic_classes
+    from fapn_core.models.rcnn.panoptic import panoptic_to_labels
+
+    sem = torch.tensor([[0, 1, 2], [0, 0, 2]])  # channel 0 = things, 1..2 = stuff
+    pan = torch.tensor([[1, 0, 0], [0, 0, 0]], dtype=torch.int32)
+    info = [{"id": 1, "isthing": True, "category_id": 1, "score": 0.9, "instance_id": 0}]
+    labels = panoptic_to_labels(pan, info, sem, thing_ids=[5, 7], stuff_ids=[None, 0, 3])
+    # thing pixel of ROI class 1 → dataset 7; stuff channels → 0 and 3; uncovered "thing" pixels → void
+    assert labels.tolist() == [[7, 0, 3], [255, 255, 3]]
+    card = {"task": "panoptic", "classes": ["pole", "sign"], "thing_category_ids": [5, 7],
+            "stuff_classes": ["things", "road", "sky"], "stuff_category_ids": [None, 0, 3],
+            "palette": [[1, 1, 1], [2, 2, 2]], "stuff_palette": [[9, 9, 9], [3, 3, 3], [4, 4, 4]]}
+    names, pal = semantic_classes(card)
+    assert len(names) == 8 and names[5] == "pole" and names[7] == "sign" and names[3] == "sky" and names[1] == "class_1"
+    assert pal[7] == [2, 2, 2] and pal[0] == [3, 3, 3]
+    assert semantic_classes({"task": "instance", "classes": ["a"]}) is None
+    assert semantic_classes({**card, "stuff_category_ids": None}) is None

@@ -52,3 +52,24 @@ def combine_panoptic(
         panoptic[mask] = seg_id
         info.append({"id": seg_id, "isthing": False, "category_id": int(label), "area": area})
     return panoptic, info
+
+
+def panoptic_to_labels(panoptic_seg: torch.Tensor, segments_info: list[dict[str, Any]], semantic: torch.Tensor,
+                       thing_ids: list[int], stuff_ids: list[int | None], ignore_index: int = 255) -> torch.Tensor:
+    """A Panoptic FPN result as a semantic label map in the dataset's class ids (H, W) int64.
+
+    Stuff pixels come from the semantic head (``semantic``: its argmax; channel ``c`` → ``stuff_ids[c]``, even where
+    the combine dropped a small region), thing pixels from the panoptic segments (ROI class ``k`` →
+    ``thing_ids[k]``); pixels the semantic head calls "thing" that no kept instance covers are ``ignore_index``
+    (a thing of unknown class: void, not a guess).
+    """
+    lut = torch.full((len(stuff_ids),), ignore_index, dtype=torch.int64)
+    for c, cid in enumerate(stuff_ids):
+        if c > 0 and cid is not None:
+            lut[c] = int(cid)
+    labels = lut[semantic.to(torch.int64).cpu()]
+    seg = panoptic_seg.cpu()
+    for s in segments_info:
+        if s["isthing"]:
+            labels[seg == int(s["id"])] = int(thing_ids[int(s["category_id"])])
+    return labels
