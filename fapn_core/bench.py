@@ -383,17 +383,19 @@ def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3
                ) -> tuple[list[ModelRow], dict[str, dict[str, float]]]:
     """Detectors at one input size: the :func:`bench_models` row (latency, FLOPs incl. DCN and heads, peak
     memory) and the per-stage times of :func:`detector_stage_times`, on a synthetic street scene, each model
-    returning its full 100 detections."""
+    with 1000 proposals and 100 detections."""
     from .data.synthetic import make_sample
 
-    # random weights: a score threshold of 0 makes every model return its full 100 detections (the mask head and
-    # paste then do a trained model's worst-case work, the same for FPN and FaPN)
+    # random weights give each model its own (arbitrary) number of proposals and detections. RPN NMS at 1.0 keeps
+    # every candidate, so both pass the full 1000 proposals to the box head, and a score threshold of 0 gives the
+    # full 100 detections to the mask head and paste: the same, trained-model worst-case work for FPN and FaPN
+    fixed = dict(score_thresh_test=0.0, rpn_nms_thresh=1.0)
     rows = bench_models(names, [size], repeats=repeats, device=device, trained_offsets=trained_offsets,
-                        progress=progress, num_classes=80, score_thresh_test=0.0)
+                        progress=progress, num_classes=80, **fixed)
     hw = SIZES[size] if size in SIZES else tuple(int(v) for v in size.split("x"))
     dev = torch.device(device)
     x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
-    models = {n: build_model(n, score_thresh_test=0.0).to(dev).eval() for n in names}
+    models = {n: build_model(n, **fixed).to(dev).eval() for n in names}
     if trained_offsets:
         for m in models.values():
             set_trained_like_offsets(m, x)
