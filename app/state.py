@@ -35,9 +35,12 @@ from fapn_core.io import (
     read_image_file, resize_label,
 )
 from fapn_core.metrics import compare
+from fapn_core.metrics import detection_pair as dp
 from fapn_core.models import dcn_ext
 
-DEFAULT_A, DEFAULT_B = "fpn_r18_semfpn", "fapn_r18_semfpn"
+# the bundled models selected when a session starts (a server can default to e.g. the Panoptic FPN pair)
+DEFAULT_A = os.environ.get("FAPN_DEFAULT_A", "fpn_r18_semfpn")
+DEFAULT_B = os.environ.get("FAPN_DEFAULT_B", "fapn_r18_semfpn")
 MAX_UPLOAD_MB = int(os.environ.get("FAPN_MAX_UPLOAD_MB", "300"))
 PROJECT = Path(__file__).resolve().parents[1]
 CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features")
@@ -59,18 +62,49 @@ class ModelHandle:
         return self.card.get("task", "semantic")
 
     @property
+    def has_semantic(self) -> bool:
+        """Whether it predicts a semantic label map (a semantic model, or a Panoptic FPN with category ids)."""
+        return semantic_classes(self.card) is not None
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether it predicts instances (Faster/Mask R-CNN, Panoptic FPN)."""
+        return self.task != "semantic"
+
+    @property
+    def has_masks(self) -> bool:
+        return self.task in ("instance", "panoptic")
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO categories of its thing classes (dataset category ids); [] for a semantic model."""
+        return dp.detector_categories(self.card) if self.has_instances else []
+
+    @property
     def semantic(self) -> tuple[list[str], list[list[int]] | None]:
-        """Class names and palette of the label maps this model's predictions are shown in."""
+        """Class names and palette of the label maps this model's predictions are shown in (for a detector
+        without semantic output: its thing classes at their category ids)."""
         space = semantic_classes(self.card)
-        if space is None:  # refused at load time; kept total for safety
-            return [f"class_{i}" for i in range(int(self.model.num_classes))], None
-        return space
+        if space is not None:
+            return space
+        names = dp.names_by_id(self.categories)
+        colours = self.card.get("palette")
+        if colours is None:
+            return names, None
+        pal = [[128, 128, 128] for _ in names]
+        for c, col in zip(dp.detector_category_ids(self.card), colours):
+            pal[c] = [int(v) for v in col]
+        return names, pal
 
     @property
     def num_classes(self) -> int:
         if self.task == "semantic":
             return int(self.model.num_classes)
         return len(self.semantic[0])
+
+    @property
+    def display_name(self) -> str:
+        return str(self.card.get("name", self.label))
 
 
 @dataclass
@@ -90,24 +124,30 @@ class Context:
     device: str
     amp: bool
     max_side: int
+    coco_gt: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None  # (annotations, categories)
 
     @property
     def ready(self) -> bool:
         return self.a is not None and self.b is not None and self.image is not None
 
     @property
+    def _space(self) -> "ModelHandle | None":
+        """The model whose label space the label-map views use (the first with semantic output)."""
+        return next((h for h in (self.a, self.b) if h is not None and h.has_semantic), self.a or self.b)
+
+    @property
     def num_classes(self) -> int:
-        return self.a.num_classes if self.a else (self.b.num_classes if self.b else 0)
+        return self._space.num_classes if self._space else 0
 
     @property
     def class_names(self) -> list[str]:
-        handle = self.a or self.b
+        handle = self._space
         names = handle.semantic[0] if handle else []
         return list(names) if len(names) == self.num_classes else [f"class_{i}" for i in range(self.num_classes)]
 
     @property
     def palette(self) -> np.ndarray:
-        handle = self.a or self.b
+        handle = self._space
         pal = handle.semantic[1] if handle else None
         if pal is not None and len(pal) >= self.num_classes:
             return np.asarray(pal, np.uint8)
@@ -117,6 +157,73 @@ class Context:
     def semantic_only(self) -> bool:
         """Both models are semantic segmentors (pages that need the semantic model itself check this)."""
         return all(h is None or h.task == "semantic" for h in (self.a, self.b))
+
+    @property
+    def semantic_pair(self) -> bool:
+        """Both models predict semantic label maps in the same classes (semantic views work)."""
+        return (self.a is not None and self.b is not None and self.a.has_semantic and self.b.has_semantic
+                and self.a.num_classes == self.b.num_classes)
+
+    @property
+    def instance_pair(self) -> bool:
+        """Both models predict instances (object views work)."""
+        return self.a is not None and self.b is not None and self.a.has_instances and self.b.has_instances
+
+    def why_not_semantic(self) -> str:
+        """Why the semantic views are hidden for this pair (empty when they are shown)."""
+        if self.semantic_pair or self.a is None or self.b is None:
+            return ""
+        no = [f"{s} (`{h.display_name}`, {h.task})" for s, h in (("A", self.a), ("B", self.b)) if not h.has_semantic]
+        if no:
+            return (f"{' and '.join(no)} {'have' if len(no) == 2 else 'has'} no semantic output, so the label-map "
+                    "views (semantic masks, band mIoU, pixel objects) are hidden")
+        return (f"A predicts {self.a.num_classes} classes and B {self.b.num_classes}: label maps in different "
+                "classes cannot be compared")
+
+    def why_not_instances(self) -> str:
+        if self.instance_pair or self.a is None or self.b is None:
+            return ""
+        no = [f"{s} (`{h.display_name}`)" for s, h in (("A", self.a), ("B", self.b)) if not h.has_instances]
+        return (f"{' and '.join(no)} {'are semantic models' if len(no) == 2 else 'is a semantic model'} (no "
+                "instances), so the object views (boxes, masks, COCO matching) are hidden")
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """The categories both detectors share (``ValueError`` when their ids clash)."""
+        return dp.pair_categories(self.a.card, self.b.card)
+
+    def detection_results(self, which: str) -> list[dict[str, Any]]:
+        """Model ``which``'s detections on this image as COCO results (cached with the inference)."""
+        handle = self.a if which == "a" else self.b
+        det = self.prediction(which).detections
+        return results_cached(handle.key, self.image_key, self.amp, tuple(dp.detector_category_ids(handle.card)),
+                              det)
+
+    def detection_gt(self) -> list[dict[str, Any]] | None:
+        """Ground-truth objects as COCO annotations: the uploaded COCO JSON, else the label + instance maps
+        (objects of the detectors' thing classes; thing pixels without an instance id are crowd regions)."""
+        if self.coco_gt is not None:
+            return self.coco_gt[0]
+        if self.gt is None or self.instances is None:
+            return None
+        things = sorted({c["id"] for c in self.categories})
+        return gt_annotations_cached(_hash_array(self.gt), _hash_array(self.instances), tuple(things), self.gt,
+                                     self.instances)
+
+    def detection_comparison(self) -> "dp.DetectionComparison | None":
+        """COCO matching of A and B against the ground truth objects (None without ground truth)."""
+        gt = self.detection_gt()
+        if gt is None:
+            return None
+        cats = self.categories
+        if self.coco_gt is not None:  # the JSON's names for its ids, the models' for the rest
+            by_id = {c["id"]: c for c in cats}
+            by_id.update({c["id"]: c for c in self.coco_gt[1]})
+            cats = [by_id[i] for i in sorted(by_id)]
+        gt_key = _hash_bytes(json.dumps(gt, sort_keys=True, default=str).encode())
+        return detection_compare_cached(self.a.key, self.b.key, self.image_key, self.amp, gt_key,
+                                        json.dumps(cats), gt, self.detection_results("a"),
+                                        self.detection_results("b"), tuple(self.image.shape[:2]))
 
     def prediction(self, which: str) -> Prediction:
         handle = self.a if which == "a" else self.b
@@ -136,7 +243,7 @@ class Context:
     @property
     def thing_classes(self) -> list[int] | None:
         """Classes whose connected components count as objects (None: every class)."""
-        card = (self.a or self.b).card if (self.a or self.b) else {}
+        card = self._space.card if self._space else {}
         if card.get("thing_classes") is not None:
             return list(card["thing_classes"])
         return known_thing_classes(self.class_names)
@@ -147,7 +254,7 @@ class Context:
         from fapn_core.data.palettes import CITYSCAPES_CLASSES
         from fapn_core.metrics.objects import CITYSCAPES_AVG_INSTANCE_SIZE
 
-        card = (self.a or self.b).card if (self.a or self.b) else {}
+        card = self._space.card if self._space else {}
         if card.get("avg_instance_size"):
             return dict(card["avg_instance_size"])
         return dict(CITYSCAPES_AVG_INSTANCE_SIZE) if tuple(self.class_names) == tuple(CITYSCAPES_CLASSES) else None
@@ -160,8 +267,9 @@ class Context:
         return alignment_cached(handle.key, self.image_key, self.amp, level, radius, gt_key, fam, self.gt)
 
     def comparison(self):
-        """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT)."""
-        if self.gt is None:
+        """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT or without two
+        semantic outputs)."""
+        if self.gt is None or not self.semantic_pair:
             return None
         from fapn_core.data.cityscapes import official_instances
         from fapn_core.data.palettes import CITYSCAPES_CLASSES
@@ -200,13 +308,11 @@ def _load_handle(key: str, label: str, path: str, device: str) -> ModelHandle:
     MODEL_LOADS[key] = MODEL_LOADS.get(key, 0) + 1
     model, card = load_checkpoint(path, device=device)
     task = getattr(model.config, "task", "semantic")
-    if task != "semantic" and semantic_classes(card) is None:
-        why = ("its card has no thing/stuff category ids to map its classes onto a dataset's"
-               if task == "panoptic" else "it has no semantic output")
+    if task == "panoptic" and semantic_classes(card) is None:
         raise CheckpointError(
-            f"{label}: a {task} model ({model.config.name}) — it loads in the library (fapn_core: "
-            "load_checkpoint, predict_with_captures, fapn evaluate), but the app shows semantic segmentation and "
-            f"Panoptic FPN models only so far, and {why}; pick another checkpoint here")
+            f"{label}: a Panoptic FPN ({model.config.name}) whose card has no thing/stuff category ids, so its "
+            "semantic channels cannot be put in a dataset's classes; convert it with `fapn convert` (official "
+            "COCO releases get the COCO ids) or add thing_category_ids/stuff_category_ids to its card")
     for p in model.parameters():
         p.requires_grad_(False)
     card = dict(card, _path=path)
@@ -253,6 +359,35 @@ def load_local(path_text: str, device: str, policy: sp.ServerPaths | None = None
     """A checkpoint at a server path, confined to the allowed model roots (``PathRefused`` otherwise)."""
     path = (policy or server_paths()).checkpoint(path_text)
     return _load_handle(f"local:{_file_key(path)}:{device}", path.stem, str(path), device)
+
+
+# ----------------------------------------------------------------------------------------- detection caches
+@st.cache_data(max_entries=48, show_spinner=False)
+def results_cached(handle_key: str, image_key: str, amp: bool, category_ids: tuple[int, ...], _det):
+    from fapn_core.data.coco import detection_results
+
+    cats = np.asarray(category_ids, np.int64)[_det.classes.numpy()] if len(_det) else np.zeros(0, np.int64)
+    masks = _det.masks.numpy() if _det.masks is not None else None
+    return detection_results(_det.boxes.numpy(), _det.scores.numpy(), cats, image_id=1, masks=masks)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def gt_annotations_cached(gt_key: str, inst_key: str, things: tuple[int, ...], _gt: np.ndarray,
+                          _inst: np.ndarray) -> list[dict[str, Any]]:
+    from fapn_core.data.coco import gt_annotations
+
+    return gt_annotations(_gt, _inst, list(things), image_id=1)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def detection_compare_cached(key_a: str, key_b: str, image_key: str, amp: bool, gt_key: str, cats_json: str,
+                             _gt, _ra, _rb, image_hw: tuple[int, int]):
+    return dp.compare_detections(_gt, _ra, _rb, json.loads(cats_json), image_hw)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def agreement_cached(key_a: str, key_b: str, image_key: str, amp: bool, score_thresh: float, _ra, _rb):
+    return dp.agree_detections(_ra, _rb, score_thresh=score_thresh)
 
 
 # ----------------------------------------------------------------------------------------- inference cache
@@ -384,9 +519,9 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str],
     return handle
 
 
-def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None):
+def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, want_coco: bool):
     notes: list[str] = []
-    gt = inst = None
+    gt = inst = coco = None
     gt_error = None
     entries = samples()
     options = ["Sample gallery", "Upload image"]
@@ -400,13 +535,13 @@ def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None):
     else:
         up = st.file_uploader("Image", type=list(IMAGE_TYPES), key="img_upload")
         if up is None:
-            return None, "", [], None, None, None
+            return None, "", [], None, None, None, None
         name = up.name
         try:
             decoded = _decode_upload(up.getvalue(), max_pixels)
         except InputError as e:
             st.error(f"{name}: {e}")
-            return None, name, [], None, None, None
+            return None, name, [], None, None, None, None
         image, notes = decoded.rgb, list(decoded.notes)
         gt_up = st.file_uploader("Ground truth (PNG of class ids, optional)", type=["png"], key="gt_upload")
         inst_up = st.file_uploader("Instance ids (PNG, optional)", type=["png"], key="inst_upload")
@@ -420,6 +555,18 @@ def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None):
                 inst = decode_instances(inst_up.getvalue(), expected_hw=image.shape[:2])
             except InputError as e:
                 gt_error = f"{inst_up.name}: {e}"
+        elif inst_up is not None and gt_error is None:
+            gt_error = (f"{inst_up.name}: an instance-id PNG needs the class-id PNG beside it (the classes of its "
+                        "objects); or upload a COCO instances JSON instead")
+        if want_coco:
+            coco_up = st.file_uploader("Objects (COCO instances JSON, optional)", type=["json"], key="coco_upload",
+                                       help="Ground truth for detectors: the JSON's image entry must have this "
+                                            "image's size (and its file_name, when the JSON lists several images).")
+            if coco_up is not None:
+                try:
+                    coco = _decode_coco(coco_up.getvalue(), coco_up.name, name, tuple(image.shape[:2]))
+                except ValueError as e:
+                    gt_error = str(e)
     resized, msg = fit_size(image, max_side, max_pixels)
     if msg:
         notes.append(msg)
@@ -427,7 +574,17 @@ def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None):
             gt = resize_label(gt, resized.shape[:2])
         if inst is not None:
             inst = resize_label(inst, resized.shape[:2])
-    return resized, name, notes, gt, inst, gt_error
+        if coco is not None:
+            coco = (dp.resize_annotations(coco[0], image.shape[:2], resized.shape[:2]), coco[1])
+    if coco is not None:
+        notes.append(f"{len(coco[0])} ground-truth objects from the COCO JSON")
+    return resized, name, notes, gt, inst, gt_error, coco
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _decode_coco(raw: bytes, src: str, image_name: str, image_hw: tuple[int, int]):
+    data = dp.parse_json_bytes(raw, src)
+    return dp.image_ground_truth(data, image_hw, image_name, src=src)
 
 
 def build_context() -> Context:
@@ -445,17 +602,26 @@ def build_context() -> Context:
         paths = server_paths()
         a = _model_picker("a", DEFAULT_A, device, errors, paths)
         b = _model_picker("b", DEFAULT_B, device, errors, paths)
-        if a is not None and b is not None and a.num_classes != b.num_classes:
+        if (a is not None and b is not None and a.has_semantic and b.has_semantic
+                and a.num_classes != b.num_classes):
             st.warning(f"A predicts {a.num_classes} classes and B {b.num_classes}: comparisons need the same classes")
+        if a is not None and b is not None and a.has_instances and b.has_instances:
+            try:
+                dp.pair_categories(a.card, b.card)
+            except ValueError as e:
+                st.warning(str(e))
         st.divider()
-        expected = a.num_classes if a is not None else None
-        image, name, notes, gt, inst, gt_error = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected)
+        semantic = [h for h in (a, b) if h is not None and h.has_semantic]
+        expected = semantic[0].num_classes if semantic else None
+        want_coco = any(h is not None and h.has_instances for h in (a, b))
+        image, name, notes, gt, inst, gt_error, coco = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected,
+                                                                     want_coco)
         if gt_error:
             st.error(gt_error)
         for n in notes:
             st.caption(f"ℹ️ {n}")
     key = _hash_array(image) if image is not None else ""
-    ctx = Context(a, b, errors, image, name, key, notes, gt, gt_error, inst, device, amp, int(max_side))
+    ctx = Context(a, b, errors, image, name, key, notes, gt, gt_error, inst, device, amp, int(max_side), coco)
     st.session_state["_fapn_ctx"] = ctx
     return ctx
 
@@ -497,11 +663,28 @@ def require_ready(ctx: Context) -> bool:
 
 def require_comparison(ctx: Context, what: str):
     """``ctx.comparison()``, or an explanation and ``st.stop()`` when there is no ground truth."""
+    if not ctx.semantic_pair:
+        st.info(f"{what}: {ctx.why_not_semantic()}.")
+        st.stop()
     res = ctx.comparison()
     if res is None:
         st.info(f"{what} need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
         st.stop()
     return res
+
+
+def detection_comparison_or_reason(ctx: Context):
+    """(``ctx.detection_comparison()``, None) or (None, why there is none)."""
+    if not ctx.instance_pair:
+        return None, ctx.why_not_instances()
+    try:
+        res = ctx.detection_comparison()
+    except ValueError as e:
+        return None, str(e)
+    if res is None:
+        return None, ("Object metrics need ground-truth objects: pick a synthetic sample, or upload a class-id PNG "
+                      "with an instance-id PNG, or a COCO instances JSON, in the sidebar")
+    return res, None
 
 
 class LockedModel:

@@ -35,6 +35,15 @@ def per_class_table(class_names: list[str], iou_a: np.ndarray, iou_b: np.ndarray
     return df.round(2)
 
 
+def palette_array(palette, n: int) -> np.ndarray:
+    """``palette`` as a uint8 (n, 3) array when it covers n classes, else the generic one."""
+    from fapn_core.data.palettes import generic_palette
+
+    if palette is not None and len(palette) >= n:
+        return np.asarray(palette, np.uint8)
+    return generic_palette(max(n, 1))
+
+
 def names(ctx) -> tuple[str, str]:
     return ctx.a.card.get("name", ctx.a.label), ctx.b.card.get("name", ctx.b.label)
 

@@ -1,7 +1,10 @@
 """Many users against one running server: N concurrent headless-Chromium sessions on loopback, each uploading
 its own image and ground truth, each checking that the mIoU it is shown is the one of *its* image.
 
-python benchmarks/load_test.py --users 8 --requests 100
+python benchmarks/load_test.py --users 8 --requests 100 [--pair panoptic]
+
+``--pair panoptic`` serves the bundled Panoptic FPN pair as A and B (``FAPN_DEFAULT_A/B``): the mIoU checked is
+that of their label maps in the dataset classes (things from the instances, stuff from the semantic head).
 
 Prints users, requests, failures, seconds, and the server's RSS (first request, peak, last) — flat memory means
 the bounded caches hold.
@@ -33,12 +36,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -57,20 +60,34 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def expected_mious(names: list[str]) -> dict[str, tuple[str, str]]:
+PAIRS = {"semantic": ("fpn_r18_semfpn", "fapn_r18_semfpn"), "panoptic": ("fpn_r18_panoptic", "fapn_r18_panoptic")}
+
+
+def _labels(model, card, image):
+    """The label map the app shows for a model: argmax for a semantic model, dataset classes for a Panoptic FPN."""
+    out = model.predict(image)
+    if card.get("task") != "panoptic":
+        return out.argmax(0).numpy()
+    from fapn_core.models.rcnn.panoptic import panoptic_to_labels
+
+    return panoptic_to_labels(out.panoptic_seg, out.segments_info, out.sem_seg.argmax(0), card["thing_category_ids"],
+                              card["stuff_category_ids"]).numpy()
+
+
+def expected_mious(names: list[str], pair: str = "semantic") -> dict[str, tuple[str, str]]:
     """mIoU of A and B on each sample, computed with the library alone, formatted as the page shows them."""
     from fapn_core.checkpoints import bundled_models, load_checkpoint
     from fapn_core.io import decode_label, read_image_file
     from fapn_core.metrics import compare
 
     folder = ROOT / "assets" / "samples"
-    models = [load_checkpoint(bundled_models()[n])[0] for n in ("fpn_r18_semfpn", "fapn_r18_semfpn")]
+    models = [load_checkpoint(bundled_models()[n]) for n in PAIRS[pair]]
     out = {}
     for n in names:
         image = read_image_file(folder / f"{n}.png").rgb
         gt = decode_label((folder / f"{n}_label.png").read_bytes())
-        pa, pb = (m.predict(image).argmax(0).numpy() for m in models)
-        res = compare(gt, pa, pb, 10)
+        pa, pb = (_labels(m, c, image) for m, c in models)
+        res = compare(gt, pa, pb, 10, allow_void=pair == "panoptic")
         out[n] = (f"{100 * res.a.miou:.2f} %", f"{100 * res.b.miou:.2f} %")
     return out
 
@@ -127,11 +144,11 @@ async def _user(browser, url: str, name: str, want: tuple[str, str], requests: i
         await ctx.close()
 
 
-async def _run(users: int, requests: int, url: str, pid: int) -> dict:
+async def _run(users: int, requests: int, url: str, pid: int, pair: str = "semantic") -> dict:
     from playwright.async_api import async_playwright
 
     names = [f"synthetic_{i:02d}" for i in range(users)]
-    want = expected_mious(names)
+    want = expected_mious(names, pair)
     stats: dict = {"requests": 0, "failures": 0, "errors": [], "rss": [rss_mb(pid)]}
     per_user = [requests // users + (1 if i < requests % users else 0) for i in range(users)]
     t0 = time.perf_counter()
@@ -140,16 +157,17 @@ async def _run(users: int, requests: int, url: str, pid: int) -> dict:
         await asyncio.gather(*(_user(browser, url, n, want[n], k, stats, pid) for n, k in zip(names, per_user)))
         await browser.close()
     rss = stats["rss"]
-    return {"users": users, "requests": stats["requests"], "failures": stats["failures"],
+    return {"pair": pair, "users": users, "requests": stats["requests"], "failures": stats["failures"],
             "errors": stats["errors"][:5], "seconds": round(time.perf_counter() - t0, 1),
             "rss_start_mb": round(rss[0]), "rss_after_first_round_mb": round(rss[min(users, len(rss) - 1)]),
             "rss_peak_mb": round(max(rss)), "rss_end_mb": round(rss[-1])}
 
 
-def run(users: int = 8, requests: int = 100) -> dict:
-    proc, url = start_server()
+def run(users: int = 8, requests: int = 100, pair: str = "semantic") -> dict:
+    a, b = PAIRS[pair]
+    proc, url = start_server({"FAPN_DEFAULT_A": a, "FAPN_DEFAULT_B": b})
     try:
-        return asyncio.run(_run(users, requests, url, proc.pid))
+        return asyncio.run(_run(users, requests, url, proc.pid, pair))
     finally:
         proc.terminate()
         try:
@@ -162,5 +180,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="semantic")
     args = ap.parse_args()
-    print(run(args.users, args.requests))
+    print(run(args.users, args.requests, args.pair))

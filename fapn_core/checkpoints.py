@@ -619,6 +619,28 @@ def convert(
     return save_native(model, dst, card, half=half), report
 
 
+def detector_from_panoptic(model: torch.nn.Module, card: Mapping[str, Any], head: str = "maskrcnn"
+                           ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The Mask R-CNN (or Faster R-CNN) inside a Panoptic FPN: same backbone, neck, RPN and ROI heads and
+    weights, without the semantic head (and, for ``fasterrcnn``, without the mask head). Its detections equal
+    the Panoptic FPN's instances; the card keeps classes, thing ids and training data and records the source."""
+    if getattr(model.config, "task", None) != "panoptic":
+        raise CheckpointError(f"detector_from_panoptic needs a Panoptic FPN, got a {model.config.task} model")
+    if head not in ("maskrcnn", "fasterrcnn"):
+        raise CheckpointError(f"head must be 'maskrcnn' or 'fasterrcnn', got {head!r}")
+    cfg = model.config.replace(head=head)
+    new = build_from_config(cfg)
+    drop = ("head.",) + (("roi_heads.mask_head.",) if head == "fasterrcnn" else ())
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(drop)}
+    new.load_state_dict(state, strict=True)
+    keep = {k: card[k] for k in ("classes", "palette", "thing_category_ids", "training_data", "normalization")
+            if k in card}
+    out = make_card(new, **keep, source={"derived_from": card.get("name"), "dropped": list(drop)})
+    out["name"] = f"{card.get('name', cfg.name)}-{head}"
+    new.card = out
+    return new.to(next(model.parameters()).device).eval(), out
+
+
 def semantic_classes(card: Mapping[str, Any]) -> tuple[list[str], list[list[int]] | None] | None:
     """The semantic label space a model's predictions can be read in: its classes and palette for a semantic
     model; for Panoptic FPN the dataset classes its thing and stuff category ids point to (names and colours at

@@ -360,7 +360,7 @@ def detection_tables(report: DetectionReport) -> dict[str, list[dict[str, Any]]]
     return tables
 
 
-_TITLES = {"box_ap": "Box AP (COCO, %)", "mask_ap": "Mask AP (COCO, %)",
+TABLE_TITLES = {"box_ap": "Box AP (COCO, %)", "mask_ap": "Mask AP (COCO, %)",
            "boundary_ap": "Boundary AP (Cheng et al. 2021, dilation 0.02, %)",
            "panoptic": "Panoptic quality (PQ/SQ/RQ, things/stuff, %)",
            "objects": "Objects by COCO size: found = COCO match at IoU 0.5 (%), mean IoU of the matched (else best) "
@@ -391,7 +391,7 @@ def write_detection_outputs(report: DetectionReport, out: Path) -> None:
           f"(inference {report.timing.get('inference_s', 0):.0f} s, metrics {report.timing.get('metrics_s', 0):.0f} s).",
           ""]
     for key, rows in report.tables.items():
-        md += [f"## {_TITLES.get(key, key)}", "", markdown_table(rows), ""]
+        md += [f"## {TABLE_TITLES.get(key, key)}", "", markdown_table(rows), ""]
     _atomic_write_text(out / "tables.md", "\n".join(md))
 
 

@@ -19,8 +19,9 @@ st.caption("Which input pixels (or neck locations) drive the score of a class in
            "LayerGradCAM weighs a neck level's activations by their pooled gradients; Occlusion greys out "
            "windows and records the score drop.")
 if state.require_ready(ctx) and not ctx.semantic_only:
-    st.info("Attribution takes the semantic model's class logits; a Panoptic FPN's output is instances plus a "
-            "semantic head, which this page does not attribute yet. Pick two semantic models as A and B.")
+    st.info(f"Attribution takes a semantic model's class logits over a region; A is a {ctx.a.task} model and B a "
+            f"{ctx.b.task} model. Detectors output boxes and masks per object (a Panoptic FPN adds a semantic head), "
+            "which this page does not attribute yet. Pick two semantic models as A and B.")
 elif ctx.ready:
     state.status_line(ctx)
     name_a, name_b = ui.names(ctx)

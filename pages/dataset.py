@@ -1,4 +1,5 @@
-"""Dataset: evaluate A and B over a dataset (resumable), with the seed's tables and downloads."""
+"""Dataset: evaluate A and B over a dataset (resumable), with the seed's tables and downloads; detectors get
+COCO box/mask/Boundary AP, PQ and the objects found by size, with the COCO JSON of their predictions."""
 
 from __future__ import annotations
 
@@ -54,17 +55,21 @@ deadline = st.number_input("Time limit per run (s)", 10, 3600, 300, key="ds_dead
 name_a, name_b = ui.names(ctx)
 run_id = hashlib.sha256(f"{ctx.a.key}|{ctx.b.key}|{spec}|{int(limit)}".encode()).hexdigest()[:12]
 out = RUNS / run_id
-if not ctx.semantic_only:
-    st.info("This page evaluates semantic models. For detectors and Panoptic FPN run `fapn evaluate --models A B "
-            "--data …` (COCO box/mask/Boundary AP, PQ, objects A vs B; README 'Commands').")
+detectors = ctx.a.has_instances and ctx.b.has_instances
+if not ctx.semantic_only and not detectors:
+    st.info(f"A is a {ctx.a.task} model and B a {ctx.b.task} one: one evaluation takes semantic models or "
+            "detectors (Faster/Mask R-CNN, Panoptic FPN), not both. Pick two of one kind.")
     st.stop()
+if detectors:
+    st.caption("Detectors: COCO box, mask and Boundary AP (faster-coco-eval), PQ for Panoptic FPN, and the objects "
+               "each finds by COCO size, all from one COCO evaluation over every image.")
 if spec and st.button("Run evaluation", type="primary", key="ds_run"):
     try:
         dataset = open_dataset(spec)
     except (ValueError, FileNotFoundError) as e:
         st.error(str(e))
         st.stop()
-    if dataset.num_classes != ctx.num_classes:
+    if not detectors and dataset.num_classes != ctx.num_classes:
         st.error(f"the dataset has {dataset.num_classes} classes, the models predict {ctx.num_classes}")
         st.stop()
     labels = [f"A·{name_a}", f"B·{name_b}"]
@@ -85,7 +90,11 @@ if summary_path.is_file():
     st.success(f"{summary['n_images']} images evaluated, {len(summary['skipped'])} skipped, {summary['seconds']:.0f} s")
     titles = {"ablation": "Parameters and mIoU (%)", "boundary": "Boundary band mIoU (%)",
               "small_objects": "Small objects: hit rate and mean IoU by size (%)"}
+    if "coco" in summary:  # a detector run
+        from fapn_core.evaluate_detection import TABLE_TITLES as titles
     for key, title in titles.items():
+        if key not in summary["tables"] or not (out / f"{key}.csv").is_file():
+            continue
         st.subheader(title)
         df = pd.DataFrame(summary["tables"][key])
         st.dataframe(df, hide_index=True, width="stretch")
@@ -94,8 +103,17 @@ if summary_path.is_file():
     if summary["skipped"]:
         with st.expander("skipped samples"):
             st.json(summary["skipped"])
-    c1, c2 = st.columns(2)
-    c1.download_button("summary.json", summary_path.read_bytes(), file_name="summary.json",
-                       mime="application/json", key="dl_summary")
-    c2.download_button("per_image.jsonl", (out / "per_image.jsonl").read_bytes(), file_name="per_image.jsonl",
-                       mime="application/json", key="dl_per_image")
+    files = [("summary.json", "application/json"), ("per_image.jsonl", "application/json"),
+             ("tables.md", "text/markdown"), ("objects.csv", "text/csv"), ("false_positives.csv", "text/csv")]
+    coco = out / "coco"
+    if coco.is_dir():
+        files += [(f"coco/{p.name}", "application/json") for p in sorted(coco.glob("*.json"))]
+    files = [(f, m) for f, m in files if (out / f).is_file()]
+    st.subheader("Downloads")
+    cols = st.columns(3)
+    for k, (f, mime) in enumerate(files):
+        cols[k % 3].download_button(f, (out / f).read_bytes(), file_name=Path(f).name, mime=mime,
+                                    key=f"dl_file_{f}")
+    if coco.is_dir():
+        st.caption("coco/instances_gt.json is the ground truth in COCO format and coco/results_*.json each model's "
+                   "detections: pycocotools' COCOeval on them gives the tables above.")

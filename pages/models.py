@@ -1,4 +1,5 @@
-"""Models & speed: parameters per module, FLOPs, measured latency of A and B on this device, the ratio."""
+"""Models & speed: parameters and FLOPs per part (backbone / neck / RPN / ROI heads / semantic head) and per
+module, measured latency of A and B on this device, the ratio."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ def flops_of(key: str, hw: tuple[int, int], _model) -> dict[str, int]:
     return count_flops(_model, hw)
 
 
+PARTS = {"backbone": "backbone", "neck": "neck", "proposal_generator": "RPN", "roi_heads": "ROI heads",
+         "head": "semantic head"}
+
+
 def module_table(handle) -> pd.DataFrame:
     model = handle.model
     rows = []
-    for part in ("backbone", "neck", "proposal_generator", "roi_heads", "head"):
+    for part in PARTS:
         module = getattr(model, part, None)
         if module is None:
             continue
@@ -46,11 +51,16 @@ for col, tag, handle, name in ((cols[0], "A", ctx.a, name_a), (cols[1], "B", ctx
         total = count_parameters(handle.model)
         st.metric("parameters", f"{total / 1e6:.2f} M")
         st.metric(f"GFLOPs at {hw[1]}×{hw[0]}", f"{fl[tag]['total'] / 1e9:.1f}")
-        st.dataframe(pd.DataFrame([{"part": p, "params (M)": count_parameters(handle.model, p + ".") / 1e6,
-                                    "GFLOPs": fl[tag][p] / 1e9} for p in ("backbone", "neck", "head")]).round(3),
+        parts = [p for p in PARTS if getattr(handle.model, p, None) is not None]
+        st.dataframe(pd.DataFrame([{"part": PARTS[p], "params (M)": count_parameters(handle.model, p + ".") / 1e6,
+                                    "GFLOPs": fl[tag].get(p, 0) / 1e9} for p in parts]).round(3),
                      hide_index=True, width="stretch")
         with st.expander("parameters per module"):
             st.dataframe(module_table(handle).round(4), hide_index=True, width="stretch")
+if ctx.a.has_instances or ctx.b.has_instances:
+    st.caption("Detectors: FLOPs of one forward on a blank image of this size. The RPN and box head work on up to "
+               "1000 proposals whatever the image; the mask head's share grows with the number of detections, so "
+               "real images cost somewhat more (`fapn bench rcnn` times fixed work per stage).")
 st.subheader(f"Latency on {ctx.device} at {hw[1]}×{hw[0]}")
 repeats = st.slider("repeats", 1, 10, 3, key="lat_repeats")
 if st.button("Measure latency (A and B interleaved)", key="measure"):

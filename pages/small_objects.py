@@ -1,4 +1,5 @@
-"""Small objects: per-object table, size-bin summary, area vs IoU, zoom on one object."""
+"""Small objects (and every object): detectors' objects found and lost (COCO matching) with per-image AP by
+size, and the label maps' per-object table (hits, IoU), each with filters and a zoom on one object."""
 
 from __future__ import annotations
 
@@ -7,19 +8,108 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import objects_ui as ou
 from app import state, ui
-from fapn_core.viz import overlay_labels
+from fapn_core.metrics import summarize_objects
+from fapn_core.viz import object_zoom, overlay_labels
 
-ctx = state.context()
-st.title("Small objects")
-st.caption("Ground-truth objects of the thing classes (instance ids where the data has them, else connected components "
-           "per class; every class when the model card names no thing classes), each "
-           "scored against A and B. A hit means at least half of the object's pixels got its class. Size bins are "
-           "COCO's: small < 32², medium < 96², large.")
-if state.require_ready(ctx):
-    state.status_line(ctx)
-    res = state.require_comparison(ctx, "Object metrics")
-    name_a, name_b = ui.names(ctx)
+
+def area_iou_figure(records: pd.DataFrame, name_a: str, name_b: str) -> go.Figure:
+    fig = go.Figure()
+    for tag, col, color in (("A", "iou_a", "#1f77b4"), ("B", "iou_b", "#d62728")):
+        fig.add_trace(go.Scatter(x=records["area"], y=records[col], mode="markers", name=f"{tag} · "
+                                 f"{name_a if tag == 'A' else name_b}", marker=dict(color=color, size=7, opacity=0.7),
+                                 text=records["class_name"], customdata=records["object_id"],
+                                 hovertemplate="object %{customdata} (%{text}), area %{x} px: IoU %{y:.2f}<extra></extra>"))
+    fig.update_layout(xaxis=dict(type="log", title="object area (px)"), yaxis=dict(title="IoU", range=[-0.02, 1.02]),
+                      height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
+    for edge in (32 ** 2, 96 ** 2):
+        fig.add_vline(x=edge, line_dash="dot", line_color="grey")
+    return fig
+
+
+def detector_objects(ctx, name_a: str, name_b: str) -> None:
+    st.header("Objects found and lost (detections, COCO matching)")
+    st.caption("Each ground-truth object against A's and B's detections as COCO matches them (IoU 0.5, 100 "
+               "detections, mask IoU when all have masks, else box IoU, in the object's own size range). IoU and "
+               "score are those of the matched detection, or of the best-overlapping one of its class when "
+               "unmatched. Sizes are COCO's: small < 32², medium < 96² px (mask area).")
+    res, why = state.detection_comparison_or_reason(ctx)
+    if res is None:
+        st.info(why + ".")
+        return
+    rows = []
+    for tag, name in (("a", name_a), ("b", name_b)):
+        for t, ap in res.ap[tag].items():
+            rows.append({"model": f"{tag.upper()} · {name}", "IoU": "box" if t == "bbox" else "mask",
+                         **{k: None if not np.isfinite(v) else round(100 * v, 1) for k, v in ap.items()}})
+    st.subheader("AP on this image by size (COCO, %)")
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.caption("One image's AP is noisy; the Dataset page evaluates a whole dataset. Empty: no object of that "
+                   "size here.")
+    summ = summarize_objects(res.records)
+    st.subheader("Found by size")
+    st.dataframe(pd.DataFrame([
+        {"size": k, "objects": s.n_objects, "found A (%)": 100 * s.hit_rate_a, "found B (%)": 100 * s.hit_rate_b,
+         "mean IoU A (%)": 100 * s.mean_iou_a, "mean IoU B (%)": 100 * s.mean_iou_b,
+         "only B": s.recovered_by_b, "only A": s.lost_by_b} for k, s in summ.items()]).round(2),
+        hide_index=True, width="stretch")
+    frame = ou.records_frame(res)
+    if frame.empty:
+        st.info("No ground-truth objects in this image.")
+        return
+    frame["outcome"] = frame["outcome"].map({"recovered": "only B", "lost": "only A", "both_hit": "both",
+                                             "both_missed": "neither"})
+    c1, c2, c3 = st.columns(3)
+    outcomes = c1.multiselect("Found by", ["only B", "only A", "both", "neither"],
+                              default=["only B", "only A", "both", "neither"], key="det_outcome")
+    sizes = c2.multiselect("Size", ["small", "medium", "large"], default=["small", "medium", "large"],
+                           key="det_size")
+    classes = sorted(frame["class_name"].unique())
+    chosen = c3.multiselect("Class", classes, default=classes, key="det_class")
+    shown = frame[frame["outcome"].isin(outcomes) & frame["size"].isin(sizes) & frame["class_name"].isin(chosen)]
+    st.subheader(f"Objects ({len(shown)} of {len(frame)})")
+    cols = ["object_id", "class_name", "size", "area", "iou_a", "iou_b", "score_a", "score_b", "outcome"]
+    rec = ou.select_record(shown.reset_index(drop=True), cols, "det_table")
+    st.plotly_chart(area_iou_figure(frame, name_a, name_b), key="det_scatter")
+    with st.expander(f"False positives: A {len(res.false_positives_a)}, B {len(res.false_positives_b)} "
+                     "(detections COCO matched to no object)"):
+        fps = pd.DataFrame([dict(f.to_dict(), model=tag) for tag, fs in (("A", res.false_positives_a),
+                            ("B", res.false_positives_b)) for f in fs])
+        if not fps.empty:
+            st.dataframe(fps[["model", "class_name", "score", "size", "best_iou", "bbox"]].round(3),
+                         hide_index=True, width="stretch")
+    if rec is None:
+        st.caption("Select a row to zoom on that object.")
+        return
+    g, ma, mb = ou.object_masks(ctx, res, rec)
+    st.subheader(f"Object {rec['object_id']}: {rec['class_name']}, {rec['area']} px ({rec['size']}) — "
+                 f"{rec['outcome']}")
+    crops = [object_zoom(ctx.image, rec["bbox"], [])[0],
+             object_zoom(ctx.image, rec["bbox"], [(g, ou.GT_COLOUR)])[0],
+             object_zoom(ctx.image, rec["bbox"], [(g, ou.GT_COLOUR), (ma, ou.A_COLOUR)], alpha=0.35)[0],
+             object_zoom(ctx.image, rec["bbox"], [(g, ou.GT_COLOUR), (mb, ou.B_COLOUR)], alpha=0.35)[0]]
+    caps = ["image", "ground truth (green)",
+            f"A (blue) · IoU {ou.fmt(rec['iou_a'])} · score {ou.fmt(rec['score_a'])}"
+            + ("" if rec["hit_a"] else " · not found"),
+            f"B (red) · IoU {ou.fmt(rec['iou_b'])} · score {ou.fmt(rec['score_b'])}"
+            + ("" if rec["hit_b"] else " · not found")]
+    for col, img, cap in zip(st.columns(4), crops, caps):
+        col.image(img, caption=cap, width="stretch")
+
+
+def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
+    if titled:
+        st.header("Objects in the label maps")
+    st.caption("Ground-truth objects of the thing classes (instance ids where the data has them, else connected "
+               "components per class; every class when the model card names no thing classes), each scored "
+               "against A's and B's label maps. A hit means at least half of the object's pixels got its class. "
+               "Size bins are COCO's: small < 32², medium < 96², large.")
+    res = ctx.comparison()
+    if res is None:
+        st.info("Object metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
+        return
     summary = pd.DataFrame([
         {"size": k, "objects": s.n_objects, "hit rate A (%)": 100 * s.hit_rate_a, "hit rate B (%)": 100 * s.hit_rate_b,
          "mean IoU A (%)": 100 * s.mean_iou_a, "mean IoU B (%)": 100 * s.mean_iou_b,
@@ -31,7 +121,7 @@ if state.require_ready(ctx):
     records = pd.DataFrame([r.to_dict() for r in res.objects])
     if records.empty:
         st.info("No ground-truth objects in this image.")
-        st.stop()
+        return
     only = st.multiselect("Outcome", ["recovered", "lost", "both_hit", "both_missed"],
                           default=["recovered", "lost", "both_hit", "both_missed"], key="obj_outcome")
     shown = records[records["outcome"].isin(only)]
@@ -39,17 +129,7 @@ if state.require_ready(ctx):
     st.subheader(f"Objects ({len(shown)} of {len(records)})")
     event = st.dataframe(shown[cols].round(3), hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key="obj_table")
-    fig = go.Figure()
-    for tag, col, color in (("A", "iou_a", "#1f77b4"), ("B", "iou_b", "#d62728")):
-        fig.add_trace(go.Scatter(x=records["area"], y=records[col], mode="markers", name=f"{tag} · "
-                                 f"{name_a if tag == 'A' else name_b}", marker=dict(color=color, size=7, opacity=0.7),
-                                 text=records["class_name"], customdata=records["object_id"],
-                                 hovertemplate="object %{customdata} (%{text}), area %{x} px: IoU %{y:.2f}<extra></extra>"))
-    fig.update_layout(xaxis=dict(type="log", title="object area (px)"), yaxis=dict(title="IoU", range=[-0.02, 1.02]),
-                      height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
-    for edge in (32 ** 2, 96 ** 2):
-        fig.add_vline(x=edge, line_dash="dot", line_color="grey")
-    st.plotly_chart(fig, key="obj_scatter")
+    st.plotly_chart(area_iou_figure(records, name_a, name_b), key="obj_scatter")
     selected = event.selection.rows if event is not None else []
     if selected:
         rec = shown.iloc[selected[0]]
@@ -70,3 +150,15 @@ if state.require_ready(ctx):
             col.image(img, caption=cap, width="stretch")
     else:
         st.caption("Select a row to zoom on that object.")
+
+ctx = state.context()
+st.title("Small objects")
+if state.require_ready(ctx):
+    state.status_line(ctx)
+    name_a, name_b = ui.names(ctx)
+    if ctx.instance_pair:
+        detector_objects(ctx, name_a, name_b)
+    if ctx.semantic_pair:
+        label_map_objects(ctx, name_a, name_b, titled=ctx.instance_pair)
+    if not ctx.instance_pair and not ctx.semantic_pair:
+        st.info(f"{ctx.why_not_semantic()}; {ctx.why_not_instances()}.")

@@ -35,3 +35,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+@pytest.fixture(scope="session")
+def r18_detectors(tmp_path_factory) -> dict[str, Path]:
+    """The Mask R-CNN and Faster R-CNN inside the bundled R18 Panoptic FPN pair (same weights, no semantic head):
+    real trained detectors for app tests, as native checkpoints ``{fpn,fapn}_{maskrcnn,fasterrcnn}``."""
+    from fapn_core.checkpoints import bundled_models, detector_from_panoptic, load_checkpoint, save_native
+
+    have = bundled_models()
+    if not {"fpn_r18_panoptic", "fapn_r18_panoptic"} <= set(have):
+        pytest.skip("bundled Panoptic FPN pair missing from assets/models (scripts/train_bundled_panoptic.sh)")
+    out = tmp_path_factory.mktemp("detectors")
+    paths = {}
+    for neck in ("fpn", "fapn"):
+        model, card = load_checkpoint(have[f"{neck}_r18_panoptic"])
+        for head in ("maskrcnn", "fasterrcnn"):
+            det, det_card = detector_from_panoptic(model, card, head)
+            paths[f"{neck}_{head}"] = save_native(det, out / f"{neck}_r18_{head}.safetensors", det_card, half=True)
+    return paths

@@ -162,22 +162,6 @@ def test_random_checkpoint_upload_is_refused_clearly():
     assert any("Choose models A and B" in i.value for i in at.info)
 
 
-def test_detector_checkpoint_upload_gets_a_message_and_the_session_keeps_working(tmp_path):
-    from fapn_core.checkpoints import save_native
-    from fapn_core.models.zoo import build_model
-
-    path = save_native(build_model("fapn_r18_maskrcnn", num_classes=2, neck_channels=32, box_fc_dim=32,
-                                   mask_conv_dims=32), tmp_path / "det.safetensors")
-    at = _app().run()
-    at.radio(key="src_a").set_value("Upload checkpoint").run()
-    at.file_uploader(key="upload_a").upload("det.safetensors", path.read_bytes()).run()
-    assert not at.exception
-    assert any("instance model (fapn_r18_maskrcnn)" in e.value and "it has no semantic output" in e.value
-               for e in at.error), [e.value for e in at.error]
-    at.radio(key="src_a").set_value("Bundled").run()
-    assert not at.exception and not at.error
-
-
 def test_cuda_out_of_memory_falls_back_to_the_cpu(monkeypatch):
     """A CUDA OOM during inference reruns that image on a CPU copy of the same checkpoint."""
     import torch

@@ -113,3 +113,56 @@ def test_upload_and_visit_every_page(server):
         # the uploaded file is still the selected image after visiting every page
         assert page.locator('[data-testid="stFileChipName"]').first.inner_text().startswith("synthetic_05")
         browser.close()
+
+
+DETECTOR_PAGES = {"Compare": "Where A and B disagree (objects)", "Small objects": "Objects found and lost",
+                  "Boundaries": "Object masks at their boundaries", "Dataset": "Dataset evaluation",
+                  "Models & speed": "ROI heads", "Offsets (FAM)": "Does the FAM align?"}
+
+
+def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs(server, r18_detectors):
+    """Mask R-CNN A and B uploaded as checkpoints, an image with its class and instance PNGs; every page."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folder = ROOT / "assets" / "samples"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(server, wait_until="networkidle")
+        page.wait_for_selector('[data-testid="stSidebar"]', timeout=60000)
+        _settle(page)
+        files = page.locator('[data-testid="stSidebar"] input[type="file"]')
+        chips = '[data-testid="stSidebar"] [data-testid="stFileChipName"]'
+        for k, key in enumerate(("fpn_maskrcnn", "fapn_maskrcnn")):
+            page.get_by_text("Upload checkpoint", exact=True).nth(k).click()
+            _settle(page)
+            files.nth(k).set_input_files(str(r18_detectors[key]))
+            page.wait_for_function(f"document.querySelectorAll('{chips}').length >= {k + 1}", timeout=120000)
+            _settle(page)
+        page.get_by_text("Upload image", exact=True).first.click()
+        _settle(page)
+        for k, f in enumerate(("synthetic_05.png", "synthetic_05_label.png", "synthetic_05_instances.png"), start=2):
+            files.nth(k).set_input_files(str(folder / f))
+            page.wait_for_function(f"document.querySelectorAll('{chips}').length >= {k + 1}", timeout=120000)
+            _settle(page)
+        assert page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]').filter(
+            has_text="Model").count() == 0, "a model upload was refused"
+        for title in PAGES:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+            _settle(page)
+            page.wait_for_timeout(1000)
+            name = "det_" + title.lower().replace(" ", "_").replace("&", "and").replace("(", "").replace(")", "")
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+            if title in DETECTOR_PAGES:
+                assert page.get_by_text(DETECTOR_PAGES[title]).count() >= 1, f"{title}: no {DETECTOR_PAGES[title]!r}"
+            if title in ("Compare", "Boundaries", "Small objects"):
+                assert page.locator('[data-testid="stDataFrame"]').count() >= 1, f"no table on {title}"
+        names = page.locator(chips).all_inner_texts()
+        # the chips keep both checkpoints and the three image files after every page (names shortened by the UI)
+        assert len(names) == 5 and names[0].startswith("fpn") and names[1].startswith("fap"), names
+        assert "synthetic_05.png" in names, names
+        browser.close()

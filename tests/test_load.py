@@ -1,5 +1,6 @@
 """Many users at once against a real server (a short run of benchmarks/load_test.py): 8 concurrent Chromium
-sessions, each with its own image and ground truth, each shown the numbers of its own image."""
+sessions, each with its own image and ground truth, each shown the numbers of its own image — with the bundled
+semantic pair and with the bundled Panoptic FPN pair."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ pytestmark = [
 ]
 
 
-def test_eight_concurrent_users_each_get_their_own_result():
+@pytest.mark.parametrize("pair", ["semantic", "panoptic"])
+def test_eight_concurrent_users_each_get_their_own_result(pair):
     from load_test import run
 
-    out = run(users=8, requests=16)
+    if pair == "panoptic" and not {"fpn_r18_panoptic", "fapn_r18_panoptic"} <= set(bundled_models()):
+        pytest.skip("bundled Panoptic FPN pair missing")
+    out = run(users=8, requests=16, pair=pair)
     assert out["failures"] == 0, out["errors"]
     assert out["requests"] == 16

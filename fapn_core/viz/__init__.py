@@ -7,7 +7,7 @@ Views that need a FAM or FSM raise :class:`NothingToShow` (a ``ValueError``) who
 
 from ._common import COLORMAPS, NothingToShow, apply_colormap, greyed, to_data_uri, to_png_bytes
 from .alignment import PCAPair, alignment_pca, pca_pair_figure, pca_rgb_pair
-from .detections import draw_detections, draw_panoptic
+from .detections import ONLY_A, ONLY_B, agreement_view, draw_detections, draw_panoptic, object_zoom
 from .errors import error_density, error_heatmap, error_profile_figure
 from .fsm import ChannelGrid, fsm_channel_grid, fsm_importance_figure, fsm_inputs
 from .motivation import DEFAULT_SCALES, motivation_figure, resampling_residuals, residual_images
@@ -39,7 +39,7 @@ __all__ = [
     "COLORMAPS", "DEFAULT_MAX_ARROWS", "DEFAULT_SCALES", "HAS_NATIVE_QUIVER",
     "ArrowSet", "ChannelGrid", "DiffView", "FixBreakView", "LegendEntry", "NothingToShow", "PCAPair",
     "alignment_pca", "apply_colormap", "arrow_set", "cell_step_for", "class_legend", "disagreement_view",
-    "draw_detections", "draw_panoptic",
+    "draw_detections", "draw_panoptic", "agreement_view", "object_zoom", "ONLY_A", "ONLY_B",
     "error_density", "error_heatmap", "error_profile_figure", "figure_bytes", "fix_break_view",
     "fsm_channel_grid", "fsm_importance_figure", "fsm_inputs", "greyed", "legend_figure", "magnitude_map",
     "motivation_figure", "offset_histogram", "offset_magnitude_figure", "offset_quiver", "overlay_labels",

@@ -1,0 +1,87 @@
+"""Seconds to render every app page for one model pair on one uploaded image (Streamlit AppTest, in process).
+
+python benchmarks/bench_app_pages.py [--pair panoptic|semantic] [--size 512x1024] [--threads 2]
+
+The first row is the sidebar run that uploads the image: both inferences happen there (one per model, shared by
+all pages afterwards). Each page is then rendered cold (its own metrics computed for the first time) and warm
+(a rerun: everything cached). The image is a synthetic street scene of the given size with its label and
+instance maps uploaded as ground truth. Models & speed counts FLOPs on its first render; Attribution, Dataset
+and the latency button only compute when the user asks, so their rows are the page itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAIRS = {"semantic": ("fpn_r18_semfpn", "fapn_r18_semfpn"), "panoptic": ("fpn_r18_panoptic", "fapn_r18_panoptic")}
+PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+
+
+def _png(arr) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def run(pair: str = "panoptic", size: tuple[int, int] = (512, 1024), threads: int = 2) -> list[dict]:
+    import numpy as np
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    from fapn_core.data.synthetic import make_sample
+
+    torch.set_num_threads(threads)
+    h, w = size
+    sample = make_sample(0, seed=11, size=(h, w))
+    image, label = sample.image, sample.label.astype(np.uint8)
+    inst = sample.instances.astype(np.uint16)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=900).run()
+    a, b = PAIRS[pair]
+    at.selectbox(key="bundled_a").set_value(a).run()
+    at.selectbox(key="bundled_b").set_value(b).run()
+    at.radio(key="img_src").set_value("Upload image").run()
+    rows = []
+    t = time.perf_counter()
+    at.file_uploader(key="img_upload").upload("scene.png", _png(image), "image/png").run()
+    at.file_uploader(key="gt_upload").upload("label.png", _png(label), "image/png").run()
+    at.file_uploader(key="inst_upload").upload("instances.png", _png(inst), "image/png").run()
+    rows.append({"page": "sidebar + both inferences (Compare)", "cold_s": time.perf_counter() - t, "warm_s": None})
+    for page in PAGES:
+        t = time.perf_counter()
+        at.switch_page(f"../pages/{page}.py").run()
+        cold = time.perf_counter() - t
+        if at.exception:
+            raise RuntimeError(f"{page}: {at.exception[0].value}")
+        t = time.perf_counter()
+        at.run()
+        rows.append({"page": page, "cold_s": cold, "warm_s": time.perf_counter() - t})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="panoptic")
+    ap.add_argument("--size", default="512x1024", help="H×W of the uploaded image")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    rows = run(args.pair, (h, w), args.threads)
+    print(f"\n{args.pair} pair ({' vs '.join(PAIRS[args.pair])}), {w}×{h} image, {args.threads} threads\n")
+    print(f"| {'page':<38} | cold (s) | warm (s) |\n|{'-' * 40}|----------|----------|")
+    for r in rows:
+        warm = "" if r["warm_s"] is None else f"{r['warm_s']:.2f}"
+        print(f"| {r['page']:<38} | {r['cold_s']:8.2f} | {warm:>8} |")
+    print(f"\ntotal (first visit to every page): {sum(r['cold_s'] for r in rows):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
