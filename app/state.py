@@ -125,6 +125,31 @@ class Context:
     amp: bool
     max_side: int
     coco_gt: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None  # (annotations, categories)
+    gt_classes: tuple[str, ...] | None = None  # class names of the label-map GT when known (gallery samples)
+
+    def gt_mismatch(self) -> str:
+        """Why the label-map ground truth does not fit the models' classes (empty when it fits or is unknown)."""
+        if self.gt is None or self.gt_classes is None or self._space is None:
+            return ""
+        if self.semantic_pair and tuple(self.class_names) != self.gt_classes:
+            return (f"the sample's ground truth is in the synthetic benchmark's {len(self.gt_classes)} classes and "
+                    f"the models predict {self.num_classes} others ({', '.join(self.class_names[:4])}, …): upload "
+                    "ground truth in the models' classes")
+        return ""
+
+    def detection_gt_mismatch(self) -> str:
+        """Why the label + instance maps cannot give ground-truth objects in the detectors' categories."""
+        if self.coco_gt is not None or self.gt_classes is None or not self.instance_pair:
+            return ""
+        bad = [c for c in self.categories
+               if c["id"] >= len(self.gt_classes) or self.gt_classes[c["id"]] != c["name"]]
+        if not bad:
+            return ""
+        c = bad[0]
+        have = self.gt_classes[c["id"]] if c["id"] < len(self.gt_classes) else "no class"
+        return (f"the sample's ground truth is in the synthetic benchmark's classes, and the detectors' category "
+                f"{c['id']} is {c['name']!r} (there: {have}; {len(bad)} categories differ): upload a COCO instances "
+                "JSON (or class + instance PNGs) in the detectors' categories")
 
     @property
     def ready(self) -> bool:
@@ -206,6 +231,9 @@ class Context:
             return self.coco_gt[0]
         if self.gt is None or self.instances is None:
             return None
+        why = self.detection_gt_mismatch()
+        if why:
+            raise ValueError(why)
         things = sorted({c["id"] for c in self.categories})
         return gt_annotations_cached(_hash_array(self.gt), _hash_array(self.instances), tuple(things), self.gt,
                                      self.instances)
@@ -269,7 +297,7 @@ class Context:
     def comparison(self):
         """``fapn_core.metrics.compare`` of A and B against the ground truth (None without GT or without two
         semantic outputs)."""
-        if self.gt is None or not self.semantic_pair:
+        if self.gt is None or not self.semantic_pair or self.gt_mismatch():
             return None
         from fapn_core.data.cityscapes import official_instances
         from fapn_core.data.palettes import CITYSCAPES_CLASSES
@@ -521,7 +549,7 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str],
 
 def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, want_coco: bool):
     notes: list[str] = []
-    gt = inst = coco = None
+    gt = inst = coco = gt_classes = None
     gt_error = None
     entries = samples()
     options = ["Sample gallery", "Upload image"]
@@ -532,16 +560,21 @@ def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, 
         image, gt, inst = _read_sample(name)
         if gt is not None:
             notes.append("ground truth from the sample")
+            entry = next(e for e in entries if e["name"] == name)
+            if entry.get("dataset") == "synthetic":
+                from fapn_core.data.synthetic import CLASS_NAMES
+
+                gt_classes = tuple(CLASS_NAMES)
     else:
         up = st.file_uploader("Image", type=list(IMAGE_TYPES), key="img_upload")
         if up is None:
-            return None, "", [], None, None, None, None
+            return None, "", [], None, None, None, None, None
         name = up.name
         try:
             decoded = _decode_upload(up.getvalue(), max_pixels)
         except InputError as e:
             st.error(f"{name}: {e}")
-            return None, name, [], None, None, None, None
+            return None, name, [], None, None, None, None, None
         image, notes = decoded.rgb, list(decoded.notes)
         gt_up = st.file_uploader("Ground truth (PNG of class ids, optional)", type=["png"], key="gt_upload")
         inst_up = st.file_uploader("Instance ids (PNG, optional)", type=["png"], key="inst_upload")
@@ -578,7 +611,7 @@ def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, 
             coco = (dp.resize_annotations(coco[0], image.shape[:2], resized.shape[:2]), coco[1])
     if coco is not None:
         notes.append(f"{len(coco[0])} ground-truth objects from the COCO JSON")
-    return resized, name, notes, gt, inst, gt_error, coco
+    return resized, name, notes, gt, inst, gt_error, coco, gt_classes
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -614,14 +647,15 @@ def build_context() -> Context:
         semantic = [h for h in (a, b) if h is not None and h.has_semantic]
         expected = semantic[0].num_classes if semantic else None
         want_coco = any(h is not None and h.has_instances for h in (a, b))
-        image, name, notes, gt, inst, gt_error, coco = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected,
+        image, name, notes, gt, inst, gt_error, coco, gt_classes = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected,
                                                                      want_coco)
         if gt_error:
             st.error(gt_error)
         for n in notes:
             st.caption(f"ℹ️ {n}")
     key = _hash_array(image) if image is not None else ""
-    ctx = Context(a, b, errors, image, name, key, notes, gt, gt_error, inst, device, amp, int(max_side), coco)
+    ctx = Context(a, b, errors, image, name, key, notes, gt, gt_error, inst, device, amp, int(max_side), coco,
+                  gt_classes)
     st.session_state["_fapn_ctx"] = ctx
     return ctx
 
@@ -668,7 +702,8 @@ def require_comparison(ctx: Context, what: str):
         st.stop()
     res = ctx.comparison()
     if res is None:
-        st.info(f"{what} need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
+        st.info(f"{what}: {ctx.gt_mismatch()}." if ctx.gt_mismatch() else
+                f"{what} need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
         st.stop()
     return res
 

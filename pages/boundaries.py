@@ -74,7 +74,8 @@ def semantic_boundaries(ctx, name_a: str, name_b: str, titled: bool) -> None:
         st.header("Label maps around boundaries")
     res = ctx.comparison()
     if res is None:
-        st.info("Boundary metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
+        st.info(f"Boundary metrics: {ctx.gt_mismatch()}." if ctx.gt_mismatch() else
+                "Boundary metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
         return
     rows = []
     for tag, name, r in (("A", name_a, res.a), ("B", name_b, res.b)):

@@ -14,12 +14,13 @@ from fapn_core.viz import agreement_view, disagreement_view, draw_detections, dr
 
 def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="cmp_alpha")
-    cols = st.columns(3 if ctx.gt is not None else 2)
+    show_gt = ctx.gt is not None and not ctx.gt_mismatch()
+    cols = st.columns(3 if show_gt else 2)
     cols[0].image(overlay_labels(ctx.image, pa.labels, ctx.palette, alpha=alpha),
                   caption=f"A · {name_a} · {pa.latency_ms:.0f} ms", width="stretch")
     cols[1].image(overlay_labels(ctx.image, pb.labels, ctx.palette, alpha=alpha),
                   caption=f"B · {name_b} · {pb.latency_ms:.0f} ms", width="stretch")
-    if ctx.gt is not None:
+    if show_gt:
         cols[2].image(overlay_labels(ctx.image, ctx.gt, ctx.palette, alpha=alpha), caption="ground truth",
                       width="stretch")
     ui.legend([pa.labels, pb.labels], ctx.palette, ctx.class_names)
@@ -31,8 +32,8 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                        file_name=f"{ctx.image_name}_A_{name_a}.png", mime="image/png", key="dl_a")
     d2.download_button("Prediction B (class ids PNG)", ui.label_png(pb.labels),
                        file_name=f"{ctx.image_name}_B_{name_b}.png", mime="image/png", key="dl_b")
-    if ctx.gt is not None:
-        res = ctx.comparison()
+    res = ctx.comparison()
+    if res is not None:
         st.subheader("Against the ground truth (label maps)")
         m1, m2, m3 = st.columns(3)
         m1.metric("mIoU A", f"{100 * res.a.miou:.2f} %")
@@ -41,6 +42,8 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                   f"{100 * (res.b.pixel_accuracy - res.a.pixel_accuracy):+.2f}")
         st.dataframe(ui.per_class_table(ctx.class_names, res.a.iou, res.b.iou, "A", "B"), hide_index=True,
                      width="stretch")
+    elif ctx.gt_mismatch():
+        st.caption(f"No per-class IoU: {ctx.gt_mismatch()}.")
     else:
         st.caption("Add ground truth in the sidebar (or pick a synthetic sample) for per-class IoU.")
 
@@ -64,10 +67,13 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     if ctx.instance_pair:
         try:
             cats = ctx.categories
-            gt = ctx.detection_gt()
         except ValueError as e:
             st.warning(str(e))
             return
+        try:
+            gt = ctx.detection_gt()
+        except ValueError as e:
+            st.caption(f"No ground-truth objects: {e}.")
     cols = st.columns(3 if gt is not None else 2)
     for col, tag, handle, pred, name in ((cols[0], "A", ctx.a, pa, name_a), (cols[1], "B", ctx.b, pb, name_b)):
         det = pred.detections

@@ -108,7 +108,8 @@ def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
                "Size bins are COCO's: small < 32², medium < 96², large.")
     res = ctx.comparison()
     if res is None:
-        st.info("Object metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
+        st.info(f"Object metrics: {ctx.gt_mismatch()}." if ctx.gt_mismatch() else
+                "Object metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
         return
     summary = pd.DataFrame([
         {"size": k, "objects": s.n_objects, "hit rate A (%)": 100 * s.hit_rate_a, "hit rate B (%)": 100 * s.hit_rate_b,

@@ -359,3 +359,22 @@ def test_checkpoint_of_an_unknown_head_is_refused_and_the_session_keeps_working(
     at.radio(key="src_a").set_value("Bundled").run()
     _no_errors(at)
     assert at.subheader  # the page renders again
+
+
+def test_sample_ground_truth_in_other_classes_is_not_used_for_coco_detectors(r18_detectors, tmp_path):
+    """A detector whose category ids are COCO's: the synthetic sample's label ids mean other classes there."""
+    from fapn_core.checkpoints import load_checkpoint, save_native
+
+    paths = []
+    for key in ("fpn_maskrcnn", "fapn_maskrcnn"):
+        model, card = load_checkpoint(r18_detectors[key])
+        card = dict(card, classes=["person", "bicycle", "car", "motorcycle"], thing_category_ids=[1, 2, 3, 4])
+        paths.append(save_native(model, tmp_path / f"coco_{key}.safetensors", card))
+    at = _app().run()
+    _upload_model(at, "a", paths[0])
+    _upload_model(at, "b", paths[1])
+    _no_errors(at)
+    assert any("category 1 is 'person' (there: sidewalk" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.switch_page("../pages/small_objects.py").run()
+    _no_errors(at)
+    assert any("upload a COCO instances JSON" in i.value for i in at.info)
