@@ -86,7 +86,9 @@ def _row(task, source, release, name, params):
     ckpt = "model_final_<id>.pkl" if source == D else "model_final.pth"
     return {"task": f"{task} · {'Cityscapes' if task == 'semantic' else 'COCO'}", "release (config)": release,
             "source": source, "native model": f"`{name}`", "parameters": f"{params:,}",
-            "in the app": "yes" if task == "semantic" else "not yet: library + CLI",
+            "in the app": "yes" if task == "semantic" else {"detection": "yes: boxes, objects, neck views",
+                                                            "instance": "yes: boxes, masks, objects, neck views",
+                                                            "panoptic": "yes: every view"}[task],
             "convert": f"`fapn convert {ckpt} {name}.safetensors [--config config.yaml]`"}
 
 
@@ -103,10 +105,12 @@ release's detectron2 config dump (optional: without it the architecture and head
 `fapn info <name>.safetensors` shows the card. The detectron2 zoo has no R50 PointRend semantic release: the paper's
 R50 FPN baseline is its R101 config at depth 50, so that row is for a checkpoint you train with that config.
 
-**In the app:** semantic checkpoints load directly (`.pth`, `.pkl` or converted `.safetensors`) with *Upload
-checkpoint* in the sidebar, and every page works with them. A detection, instance or panoptic checkpoint loads in
-the library (`load_checkpoint`, `predict_with_captures`) and the CLI (`fapn convert`, `fapn info`); the app's views
-for detection/panoptic models are coming, and until then the sidebar says so when one is loaded.
+**In the app:** every release in the table loads directly (`.pth`, `.pkl` or converted `.safetensors`) with
+*Upload checkpoint* in the sidebar, as A or B. Semantic models and Panoptic FPN get the label-map views (a Panoptic
+FPN in the dataset's classes: stuff from its semantic head, things from its instances); detectors, instance
+models and Panoptic FPN get the object views (boxes and masks, objects found and lost, mask Boundary IoU, COCO AP
+and PQ on the Dataset page); every FaPN neck gets Offsets and Channels. For the object views of a COCO model,
+upload the image's COCO instances JSON as ground truth.
 
 Nothing is unpickled with code execution: `.pth` files are read with `torch.load(weights_only=True)`, `.pkl`
 files with an unpickler that admits numpy arrays only. A checkpoint that does not match the architecture is

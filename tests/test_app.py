@@ -415,11 +415,11 @@ def test_about_lists_the_official_releases_and_their_commands():
         assert row["convert"].endswith(f" {row['native model']}.safetensors [--config config.yaml]")
         if row["task"] == "semantic · Cityscapes":
             assert row["in the app"] == "yes"
-        else:  # the app shows semantic models only: the table and its notes say so
+        else:  # detectors and Panoptic FPN: the object views (and the label-map views for Panoptic FPN)
             assert row["task"].split(" · ") in (["detection", "COCO"], ["instance", "COCO"], ["panoptic", "COCO"])
-            assert row["in the app"] == "not yet: library + CLI"
+            assert row["in the app"].startswith("yes: ")
     notes = " ".join(" ".join(m.value.split()) for m in at.markdown)
-    assert "the app's views for detection/panoptic models are coming" in notes
+    assert "every release in the table loads directly" in notes and "get the object views" in notes
     assert (loadable["task"] == "semantic · Cityscapes").sum() == 4
     refused = table[table["native model"] == "—"]
     assert len(refused) == 1 and "pointrend_rcnn_R_50_FAN_1x_coco" in refused["release (config)"].iloc[0]

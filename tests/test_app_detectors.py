@@ -378,3 +378,33 @@ def test_sample_ground_truth_in_other_classes_is_not_used_for_coco_detectors(r18
     at.switch_page("../pages/small_objects.py").run()
     _no_errors(at)
     assert any("upload a COCO instances JSON" in i.value for i in at.info)
+
+
+def test_panoptic_pair_object_numbers_equal_the_library():
+    at = _app().run()
+    _bundled(at, "a", "fpn_r18_panoptic")
+    _bundled(at, "b", "fapn_r18_panoptic")
+    at.switch_page("../pages/small_objects.py").run()
+    _no_errors(at)
+    have = bundled_models()
+    ref, _ = _library_comparison(have["fpn_r18_panoptic"], have["fapn_r18_panoptic"], *_sample())
+    objects = _frame(at, {"object_id", "outcome", "score_a"})
+    assert len(objects) == ref.n_objects
+    by_id = {r.object_id: r for r in ref.records}
+    for _, row in objects.iterrows():
+        r = by_id[row["object_id"]]
+        assert abs(row["iou_a"] - round(r.iou_a, 3)) < 1e-9 and abs(row["iou_b"] - round(r.iou_b, 3)) < 1e-9
+    ap = _frame(at, {"model", "IoU", "AP_S"})
+    assert abs(ap["AP"].iloc[3] - round(100 * ref.ap["b"]["segm"]["AP"], 1)) < 1e-9
+
+
+def test_detector_latency_is_measured_on_models_and_speed(r18_detectors):
+    at = _app().run()
+    _upload_model(at, "a", r18_detectors["fpn_fasterrcnn"])
+    _upload_model(at, "b", r18_detectors["fapn_maskrcnn"])
+    at.switch_page("../pages/models.py").run()
+    at.slider(key="lat_repeats").set_value(1).run()
+    at.button(key="measure").click().run()
+    _no_errors(at)
+    m = {x.label: x.value for x in at.metric}
+    assert m["A latency"].endswith(" ms") and float(m["latency ratio B/A"].rstrip("×")) > 0
