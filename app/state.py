@@ -708,6 +708,18 @@ def require_comparison(ctx: Context, what: str):
     return res
 
 
+def object_and_label_map_sections(ctx: Context, objects, label_maps) -> None:
+    """Run a page's object section (two detectors) and its label-map section (two semantic outputs), each when
+    the pair has it; say why when it has neither. Sections are called as ``fn(ctx, name_a, name_b, ...)``."""
+    name_a, name_b = ctx.a.display_name, ctx.b.display_name
+    if ctx.instance_pair:
+        objects(ctx, name_a, name_b)
+    if ctx.semantic_pair:
+        label_maps(ctx, name_a, name_b, titled=ctx.instance_pair)
+    if not ctx.instance_pair and not ctx.semantic_pair:
+        st.info(f"{ctx.why_not_semantic()}; {ctx.why_not_instances()}.")
+
+
 def detection_comparison_or_reason(ctx: Context):
     """(``ctx.detection_comparison()``, None) or (None, why there is none)."""
     if not ctx.instance_pair:

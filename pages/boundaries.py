@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import objects_ui as ou
-from app import state, ui
+from app import state
 from fapn_core.metrics.detection_pair import band_errors
 from fapn_core.viz import error_heatmap, error_profile_figure, fix_break_view, object_zoom
 
@@ -104,16 +104,11 @@ def semantic_boundaries(ctx, name_a: str, name_b: str, titled: bool) -> None:
     st.subheader("Fixed by B (green) / broken by B (red)")
     st.image(fb.image, caption=fb.caption(name_b), width="stretch")
 
+
 ctx = state.context()
 st.title("Boundaries")
 st.caption("FaPN's claim: aligned features put context where it belongs, so errors near object boundaries drop. "
            "The band of width w holds the pixels closer than w px to a ground-truth label boundary.")
 if state.require_ready(ctx):
     state.status_line(ctx)
-    name_a, name_b = ui.names(ctx)
-    if ctx.instance_pair:
-        detector_boundaries(ctx, name_a, name_b)
-    if ctx.semantic_pair:
-        semantic_boundaries(ctx, name_a, name_b, titled=ctx.instance_pair)
-    if not ctx.instance_pair and not ctx.semantic_pair:
-        st.info(f"{ctx.why_not_semantic()}; {ctx.why_not_instances()}.")
+    state.object_and_label_map_sections(ctx, detector_boundaries, semantic_boundaries)

@@ -48,15 +48,12 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
         st.caption("Add ground truth in the sidebar (or pick a synthetic sample) for per-class IoU.")
 
 
-def own_view(col, tag: str, handle, pred, name: str, alpha: float = 0.55) -> None:
+def own_view(ctx, col, tag: str, handle, pred, name: str, alpha: float = 0.55) -> None:
     """A model's semantic prediction on its own (when the pair cannot be compared as label maps)."""
     if pred.labels is None:
         return
     names, pal = handle.semantic
-    from fapn_core.data.palettes import generic_palette
-
-    pal = np.asarray(pal, np.uint8) if pal is not None else generic_palette(max(len(names), 1))
-    col.image(overlay_labels(ctx.image, pred.labels, pal, alpha=alpha),
+    col.image(overlay_labels(ctx.image, pred.labels, ui.palette_array(pal, len(names)), alpha=alpha),
               caption=f"{tag} · {name}: semantic prediction · {pred.latency_ms:.0f} ms", width="stretch")
 
 
@@ -79,7 +76,7 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
         det = pred.detections
         if det is None:
             col.caption(f"{tag} · {name}: a semantic model (no instances)")
-            own_view(col, tag, handle, pred, name)
+            own_view(ctx, col, tag, handle, pred, name)
             continue
         names, pal = handle.semantic
         ids = np.asarray([c["id"] for c in handle.categories], np.int64)
@@ -98,7 +95,7 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                               f"{sum(not s['isthing'] for s in det.segments_info)} stuff segments (white: "
                               "segment borders)", width="stretch")
         if pred.labels is not None and not ctx.semantic_pair:
-            own_view(col, tag, handle, pred, name)
+            own_view(ctx, col, tag, handle, pred, name)
     if gt is not None:
         boxes, gcats, masks, crowd = annotation_arrays(gt, ctx.image.shape[:2])
         gnames = names_by_id(cats)

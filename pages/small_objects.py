@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import objects_ui as ou
-from app import state, ui
+from app import state
 from fapn_core.metrics import summarize_objects
 from fapn_core.viz import object_zoom, overlay_labels
 
@@ -152,14 +152,9 @@ def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
     else:
         st.caption("Select a row to zoom on that object.")
 
+
 ctx = state.context()
 st.title("Small objects")
 if state.require_ready(ctx):
     state.status_line(ctx)
-    name_a, name_b = ui.names(ctx)
-    if ctx.instance_pair:
-        detector_objects(ctx, name_a, name_b)
-    if ctx.semantic_pair:
-        label_map_objects(ctx, name_a, name_b, titled=ctx.instance_pair)
-    if not ctx.instance_pair and not ctx.semantic_pair:
-        st.info(f"{ctx.why_not_semantic()}; {ctx.why_not_instances()}.")
+    state.object_and_label_map_sections(ctx, detector_objects, label_map_objects)

@@ -11,9 +11,10 @@ from PIL import Image
 
 from fapn_core.checkpoints import bundled_models
 
+import apptest_helpers  # tests/ is on sys.path (pytest rootdir conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "app" / "main.py"
-PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+PAGES = apptest_helpers.PAGES
 
 pytestmark = pytest.mark.skipif(
     not {"fpn_r18_semfpn", "fapn_r18_semfpn"} <= set(bundled_models()),
@@ -21,15 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _app():
-    from streamlit.testing.v1 import AppTest
-
-    return AppTest.from_file(str(APP), default_timeout=180)
-
-
-def _no_errors(at) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_app, _no_errors = apptest_helpers.app, apptest_helpers.no_errors
 
 
 @pytest.mark.parametrize("page", PAGES)

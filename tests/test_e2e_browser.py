@@ -76,6 +76,18 @@ def _settle(page, timeout_s: float = 120) -> None:
     raise AssertionError("app still running after the timeout")
 
 
+def _open(pw, url: str):
+    """Headless Debian Chromium on the app's first page, settled."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_selector('[data-testid="stSidebar"]', timeout=60000)
+    _settle(page)
+    return browser, page
+
+
 def test_upload_and_visit_every_page(server):
     from playwright.sync_api import sync_playwright
 
@@ -83,13 +95,7 @@ def test_upload_and_visit_every_page(server):
     image = ROOT / "assets" / "samples" / "synthetic_05.png"
     label = ROOT / "assets" / "samples" / "synthetic_05_label.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(server, wait_until="networkidle")
-        page.wait_for_selector('[data-testid="stSidebar"]', timeout=60000)
-        _settle(page)
+        browser, page = _open(pw, server)
         page.get_by_text("Upload image", exact=True).first.click()
         _settle(page)
         page.locator('[data-testid="stSidebar"] input[type="file"]').first.set_input_files(str(image))
@@ -127,13 +133,7 @@ def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     folder = ROOT / "assets" / "samples"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(server, wait_until="networkidle")
-        page.wait_for_selector('[data-testid="stSidebar"]', timeout=60000)
-        _settle(page)
+        browser, page = _open(pw, server)
         files = page.locator('[data-testid="stSidebar"] input[type="file"]')
         chips = '[data-testid="stSidebar"] [data-testid="stFileChipName"]'
         for k, key in enumerate(("fpn_maskrcnn", "fapn_maskrcnn")):

@@ -23,7 +23,8 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("pair", ["semantic", "panoptic"])
+# the semantic pair's run (the same server and caches, lighter models) is `slow`: `pytest -m slow tests/test_load.py`
+@pytest.mark.parametrize("pair", ["panoptic", pytest.param("semantic", marks=pytest.mark.slow)])
 def test_eight_concurrent_users_each_get_their_own_result(pair):
     from load_test import run
 

@@ -1,0 +1,21 @@
+"""AppTest helpers shared by the app's test files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+
+
+def app(timeout: float = 300):
+    """A fresh AppTest of the whole app (sidebar + navigation)."""
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(APP), default_timeout=timeout)
+
+
+def no_errors(at) -> None:
+    """No exception and no st.error on the current page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
