@@ -29,10 +29,10 @@ from .data.predictions import PredictionError, PredictionSet, open_predictions
 from .metrics import ComparisonAccumulator, compare
 from .metrics.compare import DatasetComparison
 from .models.zoo import count_parameters
+from .resumable import SKIPPED_FILE, EvaluationInterrupted, ResumableLoop, atomic_write_text  # noqa: F401
 
 STATE_FILE = "eval_state.json"
 PER_IMAGE_FILE = "per_image.jsonl"
-SKIPPED_FILE = "skipped.jsonl"
 
 
 @dataclass
@@ -106,12 +106,6 @@ class EvaluationReport:
         if label == self.labels[0]:
             return first.a
         return self.comparisons[f"{self.labels[0]}__vs__{label}"].b
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _pct(x: float | None) -> float | None:
@@ -192,7 +186,7 @@ def write_outputs(report: EvaluationReport, out: Path) -> None:
     }
     if report.predictions:
         summary["predictions"] = report.predictions
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     md = [f"# Evaluation: {', '.join(report.labels)}", "",
           f"{report.n_images} images, {len(report.skipped)} skipped, {report.seconds:.0f} s.", ""]
     for title, key in (("Ablation (params + mIoU, %)", "ablation"), ("Boundary band mIoU (%)", "boundary"),
@@ -203,7 +197,7 @@ def write_outputs(report: EvaluationReport, out: Path) -> None:
     if tables.get("alignment"):
         md += ["## Does the FAM align? (feature px; means over images, fapn_core/alignment.py)", "",
                markdown_table(tables["alignment"]), ""]
-    _atomic_write_text(out / "tables.md", "\n".join(md))
+    atomic_write_text(out / "tables.md", "\n".join(md))
 
 
 def prediction_rows(predictions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -285,49 +279,24 @@ def evaluate(
 
     aligned = {m.label: AlignmentAccumulator() for m in models
                if alignment and isinstance(m, ModelEntry) and m.has_fam}
-    done: set[int] = set()
-    skipped: list[dict[str, Any]] = []
-    elapsed = 0.0
-    state_path = shard / STATE_FILE
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        if state["models"] != labels or state["n_total"] != n_total:
-            raise ValueError(f"{state_path} belongs to another evaluation ({state['models']}, "
-                             f"{state['n_total']} images); use another output folder")
-        for k, acc in accs.items():
-            acc.load_state_dict(state["accumulators"][k])
-        for k, acc in aligned.items():
-            acc.load_state_dict(state.get("alignment", {}).get(k, {"sums": {}, "counts": {}}))
-        done, skipped, elapsed = set(state["done"]), state["skipped"], float(state["elapsed"])
-        _truncate_jsonl(shard / PER_IMAGE_FILE, done)
-    todo = [i for i in mine if i not in done and i not in {s["index"] for s in skipped}]
-
-    def snapshot() -> None:
-        _atomic_write_text(state_path, json.dumps({
-            "models": labels, "n_total": n_total, "done": sorted(done), "skipped": skipped, "elapsed": elapsed,
-            "accumulators": {k: a.state_dict() for k, a in accs.items()},
-            "alignment": {k: a.state_dict() for k, a in aligned.items()},
-        }))
-
-    bar = None
-    if progress is True and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="evaluate", unit="img", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    stopped_early = False
+    loop = ResumableLoop(shard, STATE_FILE, identity={"models": labels, "n_total": n_total}, indices=mine,
+                         jsonl=[PER_IMAGE_FILE], progress=progress, show_bar=rank == 0, deadline_s=deadline_s,
+                         cancel=cancel, snapshot_every=snapshot_every,
+                         extra_state=lambda: {"accumulators": {k: a.state_dict() for k, a in accs.items()},
+                                              "alignment": {k: a.state_dict() for k, a in aligned.items()}})
+    for k, acc in accs.items():
+        if loop.saved:
+            acc.load_state_dict(loop.saved["accumulators"][k])
+    for k, acc in aligned.items():
+        if loop.saved:
+            acc.load_state_dict(loop.saved.get("alignment", {}).get(k, {"sums": {}, "counts": {}}))
     with open(shard / PER_IMAGE_FILE, "a") as per_image:
-        for count, index in enumerate(todo):
-            if (deadline_s is not None and time.perf_counter() - t0 > deadline_s) or (cancel and cancel()):
-                stopped_early = True
-                break
+        for index in loop:
             try:
                 item = dataset[index]
                 image, gt = np.asarray(item["image"]), np.asarray(item["label"])
             except Exception as e:  # unreadable sample: report and go on
-                skipped.append({"index": index, "error": f"{type(e).__name__}: {e}"})
-                with open(shard / SKIPPED_FILE, "a") as f:
-                    f.write(json.dumps(skipped[-1]) + "\n")
+                loop.skip({"index": index, "error": f"{type(e).__name__}: {e}"})
                 continue
             name = str(item.get("name", index))
             preds, latency = {}, {}
@@ -342,10 +311,7 @@ def evaluate(
                     preds[m.label] = m.labels(image, index, amp)
                     latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
             except PredictionError as e:  # missing / unusable prediction file: skip the sample for all
-                skipped.append({"index": index, "image": name, "predictions": m.label, "kind": e.kind,
-                                "error": str(e)})
-                with open(shard / SKIPPED_FILE, "a") as f:
-                    f.write(json.dumps(skipped[-1]) + "\n")
+                loop.skip({"index": index, "image": name, "predictions": m.label, "kind": e.kind, "error": str(e)})
                 continue
             record: dict[str, Any] = {"index": index, "image": name, "latency_ms": latency, "pairs": {}}
             inst = item.get("instances")
@@ -359,22 +325,9 @@ def evaluate(
                                         "recovered": len(res.recovered_objects()), "lost": len(res.lost_objects())}
             per_image.write(json.dumps(record) + "\n")
             per_image.flush()
-            done.add(index)
-            if (count + 1) % snapshot_every == 0:
-                elapsed_now = elapsed + time.perf_counter() - t0
-                elapsed, t0 = elapsed_now, time.perf_counter()
-                snapshot()
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(len(done), len(mine))
-    elapsed += time.perf_counter() - t0
-    snapshot()
-    if bar is not None:
-        bar.close()
-    if stopped_early:
-        raise EvaluationInterrupted(f"stopped after {len(done)} of {len(mine)} images; run again to resume",
-                                    done=len(done), total=len(mine))
+            loop.done(index)
+    loop.close()  # raises EvaluationInterrupted after a deadline / cancel (state saved)
+    skipped, elapsed = loop.skipped, loop.elapsed
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, {"acc": {k: a.state_dict() for k, a in accs.items()},
@@ -413,26 +366,6 @@ def evaluate(
     return report
 
 
-class EvaluationInterrupted(RuntimeError):
-    """Raised when a deadline or cancel request stops an evaluation early (its state is saved)."""
-
-    def __init__(self, message: str, *, done: int, total: int) -> None:
-        super().__init__(message)
-        self.done, self.total = done, total
-
-
-def _truncate_jsonl(path: Path, keep: set[int]) -> None:
-    """Drop per-image lines written after the last snapshot (they will be recomputed)."""
-    if not path.is_file():
-        return
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["index"] in keep:
-                lines.append(line)
-        except (json.JSONDecodeError, KeyError):
-            continue  # a line cut by the interruption
-    _atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
 def load_models(specs: Sequence[str], *, device: str = "cpu") -> list[ModelEntry]:

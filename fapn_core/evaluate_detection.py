@@ -29,11 +29,11 @@ from .metrics.objects import (
     DetectionObjectRecord, FalsePositive, detection_object_records, false_positives, summarize_objects,
 )
 from .metrics.panoptic import PanopticCounts, PanopticScores, panoptic_scores, pq_counts
+from .resumable import ResumableLoop, atomic_write_text
 
 STATE_FILE = "eval_state.json"
 PER_IMAGE_FILE = "per_image.jsonl"
 PARTS_FILE = "coco_parts.jsonl"
-SKIPPED_FILE = "skipped.jsonl"
 AP_COLUMNS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100")
 
 
@@ -102,8 +102,7 @@ def evaluate_detectors(
     Raises ``ValueError`` when a model's classes cannot be mapped to the dataset's, or under ``torchrun``
     (detector evaluation runs in one process).
     """
-    from .evaluate import EvaluationInterrupted, EvaluationReport, _atomic_write_text, _dist, _truncate_jsonl, \
-        build_tables
+    from .evaluate import EvaluationReport, _dist, build_tables
 
     if _dist()[1] > 1:
         raise ValueError("detector evaluation runs in one process; start it without torchrun")
@@ -134,47 +133,19 @@ def evaluate_detectors(
     n_total = len(dataset) if limit is None else min(limit, len(dataset))
     counts = {m.label: PanopticCounts.zeros(pan_ids) for m in panoptic}
     sem_accs = {f"{a}__vs__{b}": ComparisonAccumulator(len(sem_names), class_names=sem_names) for a, b in sem_pairs}
-    done: set[int] = set()
-    skipped: list[dict[str, Any]] = []
-    elapsed, t_infer, t_metric = 0.0, 0.0, 0.0
-    state_path = out / STATE_FILE
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        if state.get("models") != labels or state.get("n_total") != n_total or state.get("kind") != "detection":
-            raise ValueError(f"{state_path} belongs to another evaluation; use another output folder")
-        counts = {k: PanopticCounts.from_state(v) for k, v in state["panoptic"].items()}
+    timing = {"infer_s": 0.0, "metric_s": 0.0}
+    loop = ResumableLoop(out, STATE_FILE, identity={"kind": "detection", "models": labels, "n_total": n_total},
+                         indices=range(n_total), jsonl=[PER_IMAGE_FILE, PARTS_FILE], progress=progress,
+                         deadline_s=deadline_s, cancel=cancel, snapshot_every=snapshot_every,
+                         extra_state=lambda: {**timing, "panoptic": {k: v.state_dict() for k, v in counts.items()},
+                                              "semantic": {k: a.state_dict() for k, a in sem_accs.items()}})
+    if loop.saved:
+        counts = {k: PanopticCounts.from_state(v) for k, v in loop.saved["panoptic"].items()}
         for k, acc in sem_accs.items():
-            acc.load_state_dict(state["semantic"][k])
-        done, skipped = set(state["done"]), state["skipped"]
-        elapsed, t_infer, t_metric = state["elapsed"], state["infer_s"], state["metric_s"]
-        for f in (PER_IMAGE_FILE, PARTS_FILE):
-            _truncate_jsonl(out / f, done)
-    todo = [i for i in range(n_total) if i not in done and i not in {s["index"] for s in skipped}]
-
-    def snapshot() -> None:
-        _atomic_write_text(state_path, json.dumps({
-            "kind": "detection", "models": labels, "n_total": n_total, "done": sorted(done), "skipped": skipped,
-            "elapsed": elapsed, "infer_s": t_infer, "metric_s": t_metric,
-            "panoptic": {k: v.state_dict() for k, v in counts.items()},
-            "semantic": {k: a.state_dict() for k, a in sem_accs.items()}}))
-
-    def skip(entry: dict[str, Any]) -> None:
-        skipped.append(entry)
-        with open(out / SKIPPED_FILE, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_total, initial=n_total - len(todo), desc="evaluate", unit="img", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    stopped = False
+            acc.load_state_dict(loop.saved["semantic"][k])
+        timing = {k: float(loop.saved[k]) for k in timing}
     with open(out / PER_IMAGE_FILE, "a") as per_image, open(out / PARTS_FILE, "a") as parts:
-        for count, index in enumerate(todo):
-            if (deadline_s is not None and time.perf_counter() - t0 > deadline_s) or (cancel and cancel()):
-                stopped = True
-                break
+        for index in loop:
             try:
                 item = dataset[index]
                 image, label = np.asarray(item["image"]), np.asarray(item["label"])
@@ -182,7 +153,7 @@ def evaluate_detectors(
                 if inst.shape != label.shape or image.shape[:2] != label.shape:
                     raise ValueError(f"image {image.shape[:2]}, label {label.shape} and instances {inst.shape} differ")
             except Exception as e:  # unreadable sample: report and go on
-                skip({"index": index, "error": f"{type(e).__name__}: {e}"})
+                loop.skip({"index": index, "error": f"{type(e).__name__}: {e}"})
                 continue
             name = str(item.get("name", index))
             h, w = label.shape
@@ -192,7 +163,7 @@ def evaluate_detectors(
                 t = time.perf_counter()
                 res = m.run(image, amp)
                 latency[m.label] = round((time.perf_counter() - t) * 1000, 1)
-                t_infer += time.perf_counter() - t
+                timing["infer_s"] += time.perf_counter() - t
                 masks = res.masks.numpy() if (m.masks and res.masks is not None) else None
                 cats = np.asarray(m.thing_map, np.int64)[res.classes.numpy()] if len(res) else np.zeros(0, np.int64)
                 dets[m.label] = C.detection_results(res.boxes.numpy(), res.scores.numpy(), cats, image_id=index + 1,
@@ -232,7 +203,7 @@ def evaluate_detectors(
                     res_s = compare(sem_gt, sem_out[a], sem_out[b], len(sem_names), instances=inst,
                                     class_names=sem_names, thing_classes=[0], keep_maps=False, image=name)
                     sem_accs[key].add(res_s, image=name)
-            t_metric += time.perf_counter() - tm
+            timing["metric_s"] += time.perf_counter() - tm
             parts.write(json.dumps({
                 "index": index, "image": img, "gt": gt, "results": dets,
                 "panoptic": {lab: info for lab, (_, info) in pan_out.items()}, "panoptic_gt": gt_info,
@@ -241,21 +212,9 @@ def evaluate_detectors(
             per_image.write(json.dumps(rec) + "\n")
             parts.flush()
             per_image.flush()
-            done.add(index)
-            if (count + 1) % snapshot_every == 0:
-                elapsed, t0 = elapsed + time.perf_counter() - t0, time.perf_counter()
-                snapshot()
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(len(done), n_total)
-    elapsed += time.perf_counter() - t0
-    snapshot()
-    if bar is not None:
-        bar.close()
-    if stopped:
-        raise EvaluationInterrupted(f"stopped after {len(done)} of {n_total} images; run again to resume",
-                                    done=len(done), total=n_total)
+            loop.done(index)
+    loop.close()  # raises EvaluationInterrupted after a deadline / cancel (state saved)
+    done, skipped, elapsed = loop.done_set, loop.skipped, loop.elapsed
 
     tf = time.perf_counter()
     gt_all = {"images": [], "annotations": [], "categories": inst_cats}
@@ -295,7 +254,7 @@ def evaluate_detectors(
         for lab, anns in pan_json.items():
             name = "panoptic_gt.json" if lab == "gt" else f"panoptic_{lab}.json"
             C.write_json(export / name, {"images": gt_all["images"], "annotations": anns, "categories": pan_cats})
-    t_metric += time.perf_counter() - tf
+    timing["metric_s"] += time.perf_counter() - tf
     pq = {lab: panoptic_scores(c, pan_cats) for lab, c in counts.items()}
     semantic = None
     if sem_accs:
@@ -306,7 +265,8 @@ def evaluate_detectors(
         semantic.tables = build_tables(semantic)
     report = DetectionReport(labels, len(done), skipped, {m.label: m.entry.num_params for m in ms}, elapsed,
                              {m.label: m.task for m in ms}, coco_scores, pq, objects, fps_all, semantic,
-                             timing={"inference_s": round(t_infer, 2), "metrics_s": round(t_metric, 2)})
+                             timing={"inference_s": round(timing["infer_s"], 2),
+                                     "metrics_s": round(timing["metric_s"], 2)})
     report.tables = detection_tables(report)
     write_detection_outputs(report, out)
     return report
@@ -372,7 +332,7 @@ TABLE_TITLES = {"box_ap": "Box AP (COCO, %)", "mask_ap": "Mask AP (COCO, %)",
 
 def write_detection_outputs(report: DetectionReport, out: Path) -> None:
     """CSV per table, ``objects.csv`` / ``false_positives.csv`` (one row each), ``summary.json``, ``tables.md``."""
-    from .evaluate import _atomic_write_text, markdown_table
+    from .evaluate import markdown_table
 
     for name, rows in report.tables.items():
         _write_csv(out / f"{name}.csv", rows)
@@ -385,14 +345,14 @@ def write_detection_outputs(report: DetectionReport, out: Path) -> None:
         "coco": {lab: {t: to_jsonable(s) for t, s in v.items()} for lab, v in report.coco.items()},
         "panoptic": {lab: to_jsonable(replace(s, counts=None)) for lab, s in report.panoptic.items()},
     }
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     md = [f"# Evaluation: {', '.join(report.labels)}", "",
           f"{report.n_images} images, {len(report.skipped)} skipped, {report.seconds:.0f} s "
           f"(inference {report.timing.get('inference_s', 0):.0f} s, metrics {report.timing.get('metrics_s', 0):.0f} s).",
           ""]
     for key, rows in report.tables.items():
         md += [f"## {TABLE_TITLES.get(key, key)}", "", markdown_table(rows), ""]
-    _atomic_write_text(out / "tables.md", "\n".join(md))
+    atomic_write_text(out / "tables.md", "\n".join(md))
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
