@@ -72,10 +72,6 @@ class ModelHandle:
         return self.task != "semantic"
 
     @property
-    def has_masks(self) -> bool:
-        return self.task in ("instance", "panoptic")
-
-    @property
     def categories(self) -> list[dict[str, Any]]:
         """COCO categories of its thing classes (dataset category ids); [] for a semantic model."""
         return dp.detector_categories(self.card) if self.has_instances else []

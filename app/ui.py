@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -13,6 +15,19 @@ def legend(labels: list[np.ndarray], palette: np.ndarray, class_names: list[str]
     entries = class_legend(labels, palette, class_names)
     if entries:
         st.plotly_chart(legend_figure(entries), config={"displayModeBar": False}, key=f"legend_{id(labels)}")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _drawn(key: str, _draw) -> tuple[bytes, Any]:
+    out = _draw()
+    image, extra = out if isinstance(out, tuple) else (out, None)
+    return to_png_bytes(image), extra
+
+
+def drawn(key: str, draw: Callable[[], Any]) -> tuple[bytes, Any]:
+    """PNG bytes of ``draw()`` (an RGB array, or ``(array, extra)``) and its extra, drawn and encoded once per
+    ``key`` for every session. The key must name everything the drawing depends on (models, image, settings)."""
+    return _drawn(key, draw)
 
 
 def download_png(label: str, rgb: np.ndarray, file_name: str, key: str) -> None:

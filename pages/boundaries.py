@@ -72,6 +72,7 @@ def detector_boundaries(ctx, name_a: str, name_b: str) -> None:
 def semantic_boundaries(ctx, name_a: str, name_b: str, titled: bool) -> None:
     if titled:
         st.header("Label maps around boundaries")
+    st.caption("The band of width w holds the pixels closer than w px to a ground-truth label boundary.")
     res = ctx.comparison()
     if res is None:
         st.info(f"Boundary metrics: {ctx.gt_mismatch()}." if ctx.gt_mismatch() else
@@ -107,8 +108,7 @@ def semantic_boundaries(ctx, name_a: str, name_b: str, titled: bool) -> None:
 
 ctx = state.context()
 st.title("Boundaries")
-st.caption("FaPN's claim: aligned features put context where it belongs, so errors near object boundaries drop. "
-           "The band of width w holds the pixels closer than w px to a ground-truth label boundary.")
+st.caption("FaPN's claim: aligned features put context where it belongs, so errors near object boundaries drop.")
 if state.require_ready(ctx):
     state.status_line(ctx)
     state.object_and_label_map_sections(ctx, detector_boundaries, semantic_boundaries)

@@ -3,6 +3,8 @@ disagree, and how each does against the ground truth."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -16,17 +18,24 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="cmp_alpha")
     show_gt = ctx.gt is not None and not ctx.gt_mismatch()
     cols = st.columns(3 if show_gt else 2)
-    cols[0].image(overlay_labels(ctx.image, pa.labels, ctx.palette, alpha=alpha),
-                  caption=f"A · {name_a} · {pa.latency_ms:.0f} ms", width="stretch")
-    cols[1].image(overlay_labels(ctx.image, pb.labels, ctx.palette, alpha=alpha),
-                  caption=f"B · {name_b} · {pb.latency_ms:.0f} ms", width="stretch")
+    space = f"{ctx._space.key}|{ctx.image_key}|{ctx.amp}|{alpha}"
+    for col, tag, h, pred, name in ((cols[0], "A", ctx.a, pa, name_a), (cols[1], "B", ctx.b, pb, name_b)):
+        png, _ = ui.drawn(f"sem|{h.key}|{space}", lambda p=pred: overlay_labels(ctx.image, p.labels, ctx.palette,
+                                                                               alpha=alpha))
+        col.image(png, caption=f"{tag} · {name} · {pred.latency_ms:.0f} ms", width="stretch")
     if show_gt:
-        cols[2].image(overlay_labels(ctx.image, ctx.gt, ctx.palette, alpha=alpha), caption="ground truth",
-                      width="stretch")
+        png, _ = ui.drawn(f"gt|{state._hash_array(ctx.gt)}|{space}",
+                          lambda: overlay_labels(ctx.image, ctx.gt, ctx.palette, alpha=alpha))
+        cols[2].image(png, caption="ground truth", width="stretch")
     ui.legend([pa.labels, pb.labels], ctx.palette, ctx.class_names)
-    diff = disagreement_view(ctx.image, pa.labels, pb.labels)
+
+    def disagreement():
+        d = disagreement_view(ctx.image, pa.labels, pb.labels)
+        return d.image, (d.pixels, d.fraction)
+
+    png, (pixels, fraction) = ui.drawn(f"dis|{ctx.a.key}|{ctx.b.key}|{ctx.image_key}|{ctx.amp}", disagreement)
     st.subheader("Where A and B disagree")
-    st.image(diff.image, caption=f"{diff.pixels:,} px ({100 * diff.fraction:.2f} %) differ", width="stretch")
+    st.image(png, caption=f"{pixels:,} px ({100 * fraction:.2f} %) differ", width="stretch")
     d1, d2 = st.columns(2)
     d1.download_button("Prediction A (class ids PNG)", ui.label_png(pa.labels),
                        file_name=f"{ctx.image_name}_A_{name_a}.png", mime="image/png", key="dl_a")
@@ -53,7 +62,9 @@ def own_view(ctx, col, tag: str, handle, pred, name: str, alpha: float = 0.55) -
     if pred.labels is None:
         return
     names, pal = handle.semantic
-    col.image(overlay_labels(ctx.image, pred.labels, ui.palette_array(pal, len(names)), alpha=alpha),
+    png, _ = ui.drawn(f"own|{handle.key}|{ctx.image_key}|{ctx.amp}|{alpha}",
+                      lambda: overlay_labels(ctx.image, pred.labels, ui.palette_array(pal, len(names)), alpha=alpha))
+    col.image(png,
               caption=f"{tag} · {name}: semantic prediction · {pred.latency_ms:.0f} ms", width="stretch")
 
 
@@ -81,32 +92,37 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
         names, pal = handle.semantic
         ids = np.asarray([c["id"] for c in handle.categories], np.int64)
         classes = ids[det.classes.numpy()] if len(det) else det.classes.numpy()
-        col.image(draw_detections(ctx.image, det.boxes, det.scores, classes, det.masks, class_names=names,
-                                  palette=ui.palette_array(pal, len(names)), score_thresh=thresh),
-                  caption=f"{tag} · {name}: {int((det.scores >= thresh).sum())} of {len(det)} instances ≥ "
+        key = f"{handle.key}|{ctx.image_key}|{ctx.amp}"
+        png, _ = ui.drawn(f"det|{key}|{thresh}", lambda d=det, c=classes, n=names, p=pal: draw_detections(
+            ctx.image, d.boxes, d.scores, c, d.masks, class_names=n, palette=ui.palette_array(p, len(n)),
+            score_thresh=thresh))
+        col.image(png, caption=f"{tag} · {name}: {int((det.scores >= thresh).sum())} of {len(det)} instances ≥ "
                           f"{thresh:.2f} · {pred.latency_ms:.0f} ms", width="stretch")
         if det.panoptic_seg is not None:
             card = handle.card
             things = card.get("palette") or ui.palette_array(None, len(card.get("classes", []))).tolist()
             stuff = card.get("stuff_palette") or ui.palette_array(None, len(card.get("stuff_classes", []))).tolist()
-            col.image(draw_panoptic(ctx.image, det.panoptic_seg, det.segments_info, thing_palette=things,
-                                    stuff_palette=stuff),
-                      caption=f"{tag} · panoptic: {sum(s['isthing'] for s in det.segments_info)} things, "
+            png, _ = ui.drawn(f"pan|{key}", lambda d=det, t=things, s=stuff: draw_panoptic(
+                ctx.image, d.panoptic_seg, d.segments_info, thing_palette=t, stuff_palette=s))
+            col.image(png, caption=f"{tag} · panoptic: {sum(s['isthing'] for s in det.segments_info)} things, "
                               f"{sum(not s['isthing'] for s in det.segments_info)} stuff segments (white: "
                               "segment borders)", width="stretch")
         if pred.labels is not None and not ctx.semantic_pair:
             own_view(ctx, col, tag, handle, pred, name)
     if gt is not None:
-        boxes, gcats, masks, crowd = annotation_arrays(gt, ctx.image.shape[:2])
-        gnames = names_by_id(cats)
-        keep = ~crowd
-        cols[2].image(draw_detections(ctx.image, boxes[keep], np.ones(int(keep.sum())), gcats[keep],
-                                      None if masks is None else masks[keep], class_names=gnames,
-                                      palette=ui.palette_array(ctx.a.semantic[1], len(gnames)), score_thresh=0.0,
-                                      show_scores=False),
-                      caption=f"ground truth: {int(keep.sum())} objects"
-                              + (f" (+{int(crowd.sum())} crowd regions not drawn)" if crowd.any() else ""),
-                      width="stretch")
+        def ground_truth():
+            boxes, gcats, masks, crowd = annotation_arrays(gt, ctx.image.shape[:2])
+            gnames, keep = names_by_id(cats), ~crowd
+            img = draw_detections(ctx.image, boxes[keep], np.ones(int(keep.sum())), gcats[keep],
+                                  None if masks is None else masks[keep], class_names=gnames,
+                                  palette=ui.palette_array(ctx.a.semantic[1], len(gnames)), score_thresh=0.0,
+                                  show_scores=False)
+            return img, (int(keep.sum()), int(crowd.sum()))
+
+        gt_key = state._hash_bytes(json.dumps(gt, sort_keys=True, default=str).encode())
+        png, (n_obj, n_crowd) = ui.drawn(f"gtobj|{gt_key}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}", ground_truth)
+        cols[2].image(png, caption=f"ground truth: {n_obj} objects"
+                                   + (f" (+{n_crowd} crowd regions not drawn)" if n_crowd else ""), width="stretch")
     if not ctx.instance_pair:
         return
     ra, rb = ctx.detection_results("a"), ctx.detection_results("b")
@@ -114,9 +130,10 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     da, db = pa.detections, pb.detections
     st.subheader("Where A and B disagree (objects)")
     masks = da.masks is not None and db.masks is not None
-    st.image(agreement_view(ctx.image, da.boxes, da.masks if masks else None, db.boxes, db.masks if masks else None,
-                            agr.matched, agr.only_a, agr.only_b),
-             caption=f"blue: only A ({len(agr.only_a)}), red: only B ({len(agr.only_b)}); "
+    png, _ = ui.drawn(f"agr|{ctx.a.key}|{ctx.b.key}|{ctx.image_key}|{ctx.amp}|{thresh}", lambda: agreement_view(
+        ctx.image, da.boxes, da.masks if masks else None, db.boxes, db.masks if masks else None, agr.matched,
+        agr.only_a, agr.only_b))
+    st.image(png, caption=f"blue: only A ({len(agr.only_a)}), red: only B ({len(agr.only_b)}); "
                      f"{len(agr.matched)} objects both find (same class, {agr.iou_type} IoU ≥ {agr.iou_thresh}; "
                      + ("where their masks differ: blue = A's mask only, red = B's only" if masks else "grey boxes")
                      + f"), scores ≥ {thresh:.2f}", width="stretch")
