@@ -330,12 +330,19 @@ TABLE_TITLES = {"box_ap": "Box AP (COCO, %)", "mask_ap": "Mask AP (COCO, %)",
            "semantic_small_objects": "Semantic head: thing pixels by object size (%)"}
 
 
+def table_file(key: str) -> str:
+    """The CSV file of table ``key`` (the by-size objects table is ``objects_by_size.csv``: ``objects.csv`` holds
+    one row per object)."""
+    return "objects_by_size.csv" if key == "objects" else f"{key}.csv"
+
+
 def write_detection_outputs(report: DetectionReport, out: Path) -> None:
-    """CSV per table, ``objects.csv`` / ``false_positives.csv`` (one row each), ``summary.json``, ``tables.md``."""
+    """CSV per table (:func:`table_file`), ``objects.csv`` / ``false_positives.csv`` (one row per object /
+    detection), ``summary.json``, ``tables.md``."""
     from .evaluate import markdown_table
 
     for name, rows in report.tables.items():
-        _write_csv(out / f"{name}.csv", rows)
+        _write_csv(out / table_file(name), rows)
     _write_csv(out / "objects.csv", [dict(pair=k, **to_jsonable(r)) for k, rs in report.objects.items() for r in rs])
     _write_csv(out / "false_positives.csv", [to_jsonable(r) for rs in report.false_positives.values() for r in rs])
     summary = {

@@ -90,15 +90,17 @@ if summary_path.is_file():
     st.success(f"{summary['n_images']} images evaluated, {len(summary['skipped'])} skipped, {summary['seconds']:.0f} s")
     titles = {"ablation": "Parameters and mIoU (%)", "boundary": "Boundary band mIoU (%)",
               "small_objects": "Small objects: hit rate and mean IoU by size (%)"}
+    table_file = "{}.csv".format
     if "coco" in summary:  # a detector run
         from fapn_core.evaluate_detection import TABLE_TITLES as titles
+        from fapn_core.evaluate_detection import table_file
     for key, title in titles.items():
-        if key not in summary["tables"] or not (out / f"{key}.csv").is_file():
+        if key not in summary["tables"] or not (out / table_file(key)).is_file():
             continue
         st.subheader(title)
         df = pd.DataFrame(summary["tables"][key])
         st.dataframe(df, hide_index=True, width="stretch")
-        st.download_button(f"{key}.csv", (out / f"{key}.csv").read_bytes(), file_name=f"{key}.csv",
+        st.download_button(table_file(key), (out / table_file(key)).read_bytes(), file_name=table_file(key),
                            mime="text/csv", key=f"dl_{key}")
     if summary["skipped"]:
         with st.expander("skipped samples"):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -109,6 +110,11 @@ def test_degraded_detector_moves_ap_s_and_objects_table_agrees(ds, tmp_path):
     assert small and all(x.outcome == "recovered" for x in small)
     assert all(x.outcome == "both_hit" for x in recs if x.size != "small")
     row_b = next(x for x in r.tables["objects"] if x["method"] == "B")
+    # the by-size table and the per-object rows are separate files (the second does not overwrite the first)
+    by_size = list(csv.DictReader(open(tmp_path / "objects_by_size.csv")))
+    per_object = list(csv.DictReader(open(tmp_path / "objects.csv")))
+    assert [x["method"] for x in by_size] == [x["method"] for x in r.tables["objects"]]
+    assert len(per_object) == sum(len(v) for v in r.objects.values()) and "object_id" in per_object[0]
     assert row_b["only_B"] == len(small) and row_b["only_A"] == 0
     # recall at IoU 0.5 per size bin and class from the table = COCO's
     for size in ("small", "medium"):
