@@ -57,6 +57,9 @@ def test_compare_detections_records_found_and_lost_objects():
     rec = {r.object_id: r for r in res.records}
     assert rec[1].iou_a == 1.0 and rec[1].boundary_iou_a == 1.0
     assert rec[2].size == "small" and rec[1].size == "small" and rec[3].area == 36
+    # nothing of A's overlaps objects 2 and 3: IoU 0, no detection, no score (not a far-away detection's)
+    assert rec[2].det_a is None and rec[2].iou_a == 0.0 and np.isnan(rec[2].score_a)
+    assert rec[3].det_b is None and rec[3].iou_b == 0.0 and rec[2].det_b == 1
     assert len(res.false_positives_a) == 0 and len(res.false_positives_b) == 1
     assert res.ap["a"]["segm"]["AP"] < res.ap["b"]["segm"]["AP"]
     with pytest.raises(ValueError, match="category ids \\[7\\]"):

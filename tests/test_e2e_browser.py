@@ -4,6 +4,7 @@ visit every page, save screenshots under tests/artifacts/ (not committed)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -126,6 +127,17 @@ DETECTOR_PAGES = {"Compare": "Where A and B disagree (objects)", "Small objects"
                   "Models & speed": "ROI heads", "Offsets (FAM)": "Does the FAM align?"}
 
 
+def _select_first_row(page, heading: str) -> None:
+    """Click the selection cell of the first row of the table under ``heading`` (a canvas grid)."""
+    grid = page.locator('[data-testid="stHeading"]', has_text=heading).locator(
+        "xpath=following::*[@data-testid='stDataFrame'][1]")
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # header row 35 px, first data row below it
+    _settle(page)
+    page.wait_for_timeout(800)
+
+
 def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs(server, r18_detectors):
     """Mask R-CNN A and B uploaded as checkpoints, an image with its class and instance PNGs; every page."""
     from playwright.sync_api import sync_playwright
@@ -161,6 +173,13 @@ def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs
                 assert page.get_by_text(DETECTOR_PAGES[title]).count() >= 1, f"{title}: no {DETECTOR_PAGES[title]!r}"
             if title in ("Compare", "Boundaries", "Small objects"):
                 assert page.locator('[data-testid="stDataFrame"]').count() >= 1, f"no table on {title}"
+            if title in ("Boundaries", "Small objects"):  # select the first object: the zoom with both masks
+                _select_first_row(page, "Per object" if title == "Boundaries" else "Objects (")
+                zoom = page.locator('[data-testid="stHeading"]', has_text=re.compile(r"^Object \d+: "))
+                assert zoom.count() == 1, f"{title}: no zoom on the selected object"
+                zoom.scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(ARTIFACTS / f"{name}_zoom.png"), full_page=True)
         names = page.locator(chips).all_inner_texts()
         # the chips keep both checkpoints and the three image files after every page (names shortened by the UI)
         assert len(names) == 5 and names[0].startswith("fpn") and names[1].startswith("fap"), names

@@ -360,7 +360,7 @@ class DetectionObjectRecord(ToDictMixin):
 
     ``hit_*``: COCO matched a detection of the object's class to it (pycocotools ``evaluateImg``, 100 detections,
     IoU threshold 0.5). ``det_*``/``iou_*``/``score_*``: that detection, or, when unmatched, the detection of the
-    same class with the highest IoU (NaN/None when there is none). ``boundary_iou_*``: Boundary IoU of the mask
+    same class with the highest IoU; when no detection of its class overlaps it, det None, IoU 0 and score NaN. ``boundary_iou_*``: Boundary IoU of the mask
     pair (NaN without masks or detection). ``outcome`` as :class:`ObjectRecord`: "recovered" = only B found it,
     "lost" = only A, "both_hit", "both_missed"."""
 
@@ -408,9 +408,9 @@ def _best(matches: Any, gid: int, area: str, n_dets: int) -> tuple[int | None, f
     if d is not None:
         return d, matches.iou.get((d, gid), float("nan")), True
     cand = [(v, i) for (i, g), v in matches.iou.items() if g == gid and i < n_dets]
-    if not cand:
-        return None, float("nan"), False
-    v, i = max(cand, key=lambda t: (t[0], -t[1]))
+    v, i = max(cand, key=lambda t: (t[0], -t[1])) if cand else (0.0, None)
+    if v <= 0.0:  # no detection of its class overlaps it: IoU 0, and no detection to show or score
+        return None, 0.0, False
     return i, v, False
 
 
