@@ -244,8 +244,7 @@ class Context:
             by_id = {c["id"]: c for c in cats}
             by_id.update({c["id"]: c for c in self.coco_gt[1]})
             cats = [by_id[i] for i in sorted(by_id)]
-        gt_key = _hash_bytes(json.dumps(gt, sort_keys=True, default=str).encode())
-        return detection_compare_cached(self.a.key, self.b.key, self.image_key, self.amp, gt_key,
+        return detection_compare_cached(self.a.key, self.b.key, self.image_key, self.amp, annotations_key(gt),
                                         json.dumps(cats), gt, self.detection_results("a"),
                                         self.detection_results("b"), tuple(self.image.shape[:2]))
 
@@ -316,6 +315,11 @@ def _hash_bytes(data: bytes) -> str:
 
 def _hash_array(a: np.ndarray) -> str:
     return _hash_bytes(np.ascontiguousarray(a).tobytes() + str(a.shape).encode())
+
+
+def annotations_key(anns: list[dict[str, Any]]) -> str:
+    """A content key of COCO annotations (for caches keyed by ground truth)."""
+    return _hash_bytes(json.dumps(anns, sort_keys=True, default=str).encode())
 
 
 def _file_key(path: Path) -> str:
@@ -643,8 +647,8 @@ def build_context() -> Context:
         semantic = [h for h in (a, b) if h is not None and h.has_semantic]
         expected = semantic[0].num_classes if semantic else None
         want_coco = any(h is not None and h.has_instances for h in (a, b))
-        image, name, notes, gt, inst, gt_error, coco, gt_classes = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected,
-                                                                     want_coco)
+        image, name, notes, gt, inst, gt_error, coco, gt_classes = _image_picker(
+            int(max_side), DEFAULT_MAX_PIXELS, expected, want_coco)
         if gt_error:
             st.error(gt_error)
         for n in notes:

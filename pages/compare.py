@@ -3,8 +3,6 @@ disagree, and how each does against the ground truth."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -119,8 +117,8 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                                   show_scores=False)
             return img, (int(keep.sum()), int(crowd.sum()))
 
-        gt_key = state._hash_bytes(json.dumps(gt, sort_keys=True, default=str).encode())
-        png, (n_obj, n_crowd) = ui.drawn(f"gtobj|{gt_key}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}", ground_truth)
+        key = f"gtobj|{state.annotations_key(gt)}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}"
+        png, (n_obj, n_crowd) = ui.drawn(key, ground_truth)
         cols[2].image(png, caption=f"ground truth: {n_obj} objects"
                                    + (f" (+{n_crowd} crowd regions not drawn)" if n_crowd else ""), width="stretch")
     if not ctx.instance_pair:

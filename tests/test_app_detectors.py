@@ -168,7 +168,8 @@ def test_panoptic_pair_shows_label_map_and_object_views():
     _bundled(at, "b", "fapn_r18_panoptic")
     _no_errors(at)
     sub = {h.value for h in at.subheader}
-    assert {"Where A and B disagree", "Where A and B disagree (objects)", "Against the ground truth (label maps)"} <= sub
+    want = {"Where A and B disagree", "Where A and B disagree (objects)", "Against the ground truth (label maps)"}
+    assert want <= sub
     for page in PAGES:
         at.switch_page(f"../pages/{page}.py").run()
         _no_errors(at)
