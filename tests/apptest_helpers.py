@@ -19,3 +19,10 @@ def no_errors(at) -> None:
     """No exception and no st.error on the current page."""
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def visit_every_page(at) -> None:
+    """Render every page in turn; none may raise or show an error."""
+    for page in PAGES:
+        at.switch_page(f"../pages/{page}.py").run()
+        no_errors(at)

@@ -477,9 +477,7 @@ def test_panoptic_model_as_a_every_page_and_labels_equal_the_library(tiny_panopt
     at.file_uploader(key="upload_a").upload("pan.safetensors", tiny_panoptic.read_bytes()).run()
     _no_errors(at)
     assert any("Instances and panoptic segments" in h.value for h in at.subheader)
-    for page in PAGES:
-        at.switch_page(f"../pages/{page}.py").run()
-        _no_errors(at)
+    apptest_helpers.visit_every_page(at)
     at.switch_page("../pages/attribution.py").run()
     assert any("Panoptic FPN" in i.value for i in at.info)
     # the labels the semantic views use are the library's panoptic → dataset-class conversion

@@ -91,9 +91,7 @@ def test_mask_rcnn_pair_every_page_and_numbers_equal_the_library(r18_detectors):
     assert metrics["objects"] == str(ref.n_objects)
     assert metrics["found by A"] == str(sum(r.hit_a for r in ref.records))
     assert metrics["found by B"] == str(sum(r.hit_b for r in ref.records))
-    for page in PAGES:
-        at.switch_page(f"../pages/{page}.py").run()
-        _no_errors(at)
+    apptest_helpers.visit_every_page(at)
     # Small objects: per-image AP by size and the per-object table
     at.switch_page("../pages/small_objects.py").run()
     ap = _frame(at, {"model", "IoU", "AP_S"})
@@ -152,9 +150,7 @@ def test_faster_rcnn_against_the_panoptic_model(r18_detectors):
     _bundled(at, "b", "fapn_r18_panoptic")
     _no_errors(at)
     assert any("A (`fpn_r18_panoptic-fasterrcnn`, detection) has no semantic output" in i.value for i in at.info)
-    for page in PAGES:
-        at.switch_page(f"../pages/{page}.py").run()
-        _no_errors(at)
+    apptest_helpers.visit_every_page(at)
     at.switch_page("../pages/boundaries.py").run()
     assert any("a Faster R-CNN predicts boxes only" in i.value for i in at.info)
     at.switch_page("../pages/small_objects.py").run()
@@ -170,9 +166,7 @@ def test_panoptic_pair_shows_label_map_and_object_views():
     sub = {h.value for h in at.subheader}
     want = {"Where A and B disagree", "Where A and B disagree (objects)", "Against the ground truth (label maps)"}
     assert want <= sub
-    for page in PAGES:
-        at.switch_page(f"../pages/{page}.py").run()
-        _no_errors(at)
+    apptest_helpers.visit_every_page(at)
     at.switch_page("../pages/small_objects.py").run()
     assert [h.value for h in at.header] == ["Objects found and lost (detections, COCO matching)",
                                             "Objects in the label maps"]
@@ -187,9 +181,7 @@ def test_semantic_and_detector_pair_shows_what_they_share(r18_detectors):
     _no_errors(at)
     assert any("B (`fapn_r18_panoptic-maskrcnn`, instance) has no semantic output" in i.value for i in at.info)
     assert any("A (`fpn_r18_semfpn`) is a semantic model" in i.value for i in at.info)
-    for page in PAGES:
-        at.switch_page(f"../pages/{page}.py").run()
-        _no_errors(at)
+    apptest_helpers.visit_every_page(at)
     at.switch_page("../pages/offsets.py").run()  # the neck views work on the detector's FaPN neck
     assert any(m.label == "mean |offset|" for m in at.metric)
     at.switch_page("../pages/dataset.py").run()
