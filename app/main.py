@@ -12,7 +12,7 @@ for p in (str(ROOT),):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from app import state  # noqa: E402
+from app import sidebar  # noqa: E402
 
 st.set_page_config(page_title="FaPN Lab", page_icon=":material/explore:", layout="wide")
 
@@ -29,5 +29,5 @@ PAGES = [
     st.Page(str(PAGE_DIR / "about.py"), title="About", icon=":material/info:"),
 ]
 nav = st.navigation(PAGES)
-state.build_context()
+sidebar.build_context()
 nav.run()

@@ -37,7 +37,7 @@ def object_masks(ctx, res, rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray 
     """(GT mask, A's mask, B's mask) of one record; boxes as filled rectangles for box-only models/GT."""
     hw = tuple(ctx.image.shape[:2])
     k = next(i for i, a in enumerate(res.gt) if int(a["id"]) == int(rec["object_id"]))
-    from app.state import annotations_key
+    from app.keys import annotations_key
 
     masks = gt_masks(f"{ctx.image_key}|{annotations_key(res.gt)}", res.gt, hw)
     if masks is not None:

@@ -48,9 +48,19 @@ def _absolute(path: Path, cwd: Path) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else cwd / path))
 
 
-def _roots(text: str | None, default: Sequence[Path], cwd: Path) -> tuple[Path, ...]:
-    items = [Path(s).expanduser() for s in (text or "").split(os.pathsep) if s.strip()] if text else list(default)
-    return tuple(dict.fromkeys(_absolute(p, cwd) for p in items))
+def _roots(text: str | None, default: Sequence[Path], cwd: Path) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """(allowed roots, refused entries): the configured roots, or ``default`` when unset; an entry whose ``~user``
+    names no user is refused, not raised (the other roots still apply)."""
+    if not text:
+        items, refused = list(default), []
+    else:
+        items, refused = [], []
+        for entry in (s for s in text.split(os.pathsep) if s.strip()):
+            try:
+                items.append(Path(entry).expanduser())
+            except RuntimeError:  # ~user with no such user
+                refused.append(entry)
+    return tuple(dict.fromkeys(_absolute(p, cwd) for p in items)), tuple(refused)
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -102,6 +112,7 @@ class ServerPaths:
     private: bool
     model_roots: tuple[Path, ...]
     data_roots: tuple[Path, ...]
+    refused_roots: tuple[str, ...] = ()  # "VARIABLE: entry — why" for each configured root that was refused
 
     def checkpoint(self, text: str) -> Path:
         """The real path of a checkpoint file under a model root (``PathRefused`` otherwise)."""
@@ -129,6 +140,12 @@ class ServerPaths:
         data = ", ".join(f"`{r}`" for r in self.data_roots) or "(no data roots)"
         return f"Server paths: on ({self.why}); checkpoints under {models}; datasets under {data}."
 
+    def refused_summary(self) -> str:
+        """One line naming the configured roots that were refused and why (empty when none was)."""
+        if not self.refused_roots:
+            return ""
+        return "Refused root(s), not used: " + "; ".join(self.refused_roots) + "."
+
 
 def from_settings(env: Mapping[str, str], address: str | None, project: Path, cwd: Path) -> ServerPaths:
     """The policy for a server listening on ``address`` with environment ``env`` (see the module docstring)."""
@@ -147,6 +164,8 @@ def from_settings(env: Mapping[str, str], address: str | None, project: Path, cw
         enabled, why = False, f"{ALLOW_ENV}={env[ALLOW_ENV]!r} is not 0, 1 or auto"
     model_default = (cwd,) if private else (project / "assets",)
     data_default = (cwd,) if private else (project / "data",)
-    return ServerPaths(enabled, why, address or None, private,
-                       _roots(env.get(MODEL_ROOTS_ENV), model_default, cwd),
-                       _roots(env.get(DATA_ROOTS_ENV), data_default, cwd))
+    model_roots, bad_models = _roots(env.get(MODEL_ROOTS_ENV), model_default, cwd)
+    data_roots, bad_data = _roots(env.get(DATA_ROOTS_ENV), data_default, cwd)
+    refused = tuple(f"{var} `{entry}`: its `~user` names no user on this server"
+                    for var, bad in ((MODEL_ROOTS_ENV, bad_models), (DATA_ROOTS_ENV, bad_data)) for entry in bad)
+    return ServerPaths(enabled, why, address or None, private, model_roots, data_roots, refused)

@@ -83,9 +83,9 @@ def trained_on_synthetic(handle) -> bool:
 
 def image_is_upload() -> bool:
     """Whether the sidebar's image is an upload rather than a sample from the gallery."""
-    from app import state
+    from app import cache
 
-    return st.session_state.get("img_src", "Sample gallery") != "Sample gallery" or not state.samples()
+    return st.session_state.get("img_src", "Sample gallery") != "Sample gallery" or not cache.samples()
 
 
 def synthetic_domain_note(ctx) -> None:

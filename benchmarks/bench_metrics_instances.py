@@ -21,7 +21,7 @@ import torch
 
 from fapn_core.data import open_dataset
 from fapn_core.data.instances import objects_from_maps
-from fapn_core.evaluate_detection import evaluate_detectors
+from fapn_core.evaluation import RunSettings, evaluate_detectors
 from fapn_core.metrics.detection import STAT_NAMES, coco_evaluate
 from fapn_core.models.rcnn.detector import DetectionResult
 from fapn_core.models.zoo import build_model
@@ -110,7 +110,7 @@ def main() -> None:
     models = [Entry("A", Synthetic(ds, 1, 3, args.dets)), Entry("B", Synthetic(ds, 2, 1, args.dets))]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        rep = evaluate_detectors(models, ds, tmp, progress=False, snapshot_every=50)
+        rep = evaluate_detectors(models, ds, tmp, RunSettings(progress=False, snapshot_every=50))
         wall = time.perf_counter() - t
         import json
         from pathlib import Path

@@ -121,7 +121,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .checkpoints import CheckpointError
     from .data import open_dataset
-    from .evaluate import evaluate, load_models, load_predictions
+    from .evaluation import evaluate, load_models, load_predictions
     from .train import resolve_device
 
     if args.threads:

@@ -269,6 +269,105 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- train
+def _place(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """(rank, world, device) of this process; joins the process group under ``torchrun``."""
+    rank, world, local_rank = _dist_info()
+    device = resolve_device(cfg.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _build(cfg: TrainConfig, train_set: Any, ignore_index: int, device: torch.device
+           ) -> tuple[torch.nn.Module, str, "DetectionClasses | None"]:
+    """The model to train (from scratch, seeded), its head name and, for detectors, the dataset's classes."""
+    torch.manual_seed(cfg.seed)
+    overrides = dict(cfg.model_overrides)
+    overrides.setdefault("backbone_norm", "BN")
+    head = get_model_config(cfg.model).head
+    classes = DetectionClasses.of(train_set) if head in DETECTOR_HEADS else None
+    if classes is not None:
+        overrides.setdefault("freeze_at", 0)  # from scratch: every stage trains
+        if head == "panoptic":
+            overrides["sem_seg_num_classes"] = 1 + len(classes.stuff)
+    model_classes = len(classes.things) if classes is not None else int(train_set.num_classes)
+    model = build_model(cfg.model, num_classes=model_classes, ignore_index=ignore_index, **overrides).to(device)
+    return model, head, classes
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weights only (not on norms and biases)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def _resume(state_path: Path, cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler) -> tuple[int, float, list[dict[str, Any]]]:
+    """(step, elapsed seconds, history) of a saved run in this folder, its weights and optimizer restored."""
+    if not state_path.is_file():
+        return 0, 0.0, []
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state["config"]["model"] != cfg.model or state["config"]["data"] != cfg.data:
+        raise ValueError(f"{state_path} belongs to another run ({state['config']['model']} on "
+                         f"{state['config']['data']}); use another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["step"]), float(state["elapsed"]), json.loads(state["history"])
+
+
+def _step(ddp_model: torch.nn.Module, model: torch.nn.Module, opt: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler, cfg: TrainConfig, step: int, images: Any, targets: Any,
+          device: torch.device, detector: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step at ``step``'s learning rate; (total loss, losses by name)."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    if detector:  # the RPN/ROI samplers draw from torch's RNG: seeded per step, so a resume is exact
+        torch.manual_seed(int(np.random.default_rng([cfg.seed, step, 1]).integers(2**62)))
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    else:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+        losses = ddp_model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return loss, losses
+
+
+def _card_classes(train_set: Any, classes: "DetectionClasses | None", head: str) -> dict[str, Any]:
+    """The card's class fields: the dataset's classes, or a detector's thing (and stuff) classes with their ids."""
+    num_classes = int(train_set.num_classes)
+    names = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
+    palette = getattr(train_set, "palette", None)
+    if classes is None:
+        return {"classes": names, "palette": np.asarray(palette).tolist() if palette is not None else None}
+    pal = np.asarray(palette) if palette is not None else None  # detectors: thing classes by ROI index
+    fields: dict[str, Any] = {"classes": [names[c] for c in classes.things], "thing_category_ids": list(classes.things),
+                              "palette": pal[list(classes.things)].tolist() if pal is not None else None}
+    if head == "panoptic":
+        fields.update(
+            stuff_classes=["things"] + [names[c] for c in classes.stuff],
+            stuff_category_ids=[None] + list(classes.stuff),
+            stuff_palette=([[128, 128, 128]] + pal[list(classes.stuff)].tolist()) if pal is not None else None)
+    return fields
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train ``cfg.model`` on ``cfg.data``; returns the final native checkpoint path (rank 0).
 
@@ -278,53 +377,21 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rank, world, local_rank = _dist_info()
-    device = resolve_device(cfg.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world, device = _place(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_set = open_dataset(cfg.data)
     val_set = open_dataset(cfg.val_data) if cfg.val_data else None
     num_classes = int(train_set.num_classes)
     ignore_index = int(getattr(train_set, "ignore_index", 255))
-
-    torch.manual_seed(cfg.seed)
-    overrides = dict(cfg.model_overrides)
-    overrides.setdefault("backbone_norm", "BN")
-    head = get_model_config(cfg.model).head
-    detector = head in DETECTOR_HEADS
-    classes = DetectionClasses.of(train_set) if detector else None
-    if classes is not None:
-        overrides.setdefault("freeze_at", 0)  # from scratch: every stage trains
-        if head == "panoptic":
-            overrides["sem_seg_num_classes"] = 1 + len(classes.stuff)
-    model_classes = len(classes.things) if classes is not None else num_classes
-    model = build_model(cfg.model, num_classes=model_classes, ignore_index=ignore_index, **overrides).to(device)
+    model, head, classes = _build(cfg, train_set, ignore_index, device)
+    detector = classes is not None
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = _optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    start, elapsed, history = 0, 0.0, []
     state_path = out / STATE_FILE
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"]["model"] != cfg.model or state["config"]["data"] != cfg.data:
-            raise ValueError(f"{state_path} belongs to another run ({state['config']['model']} on "
-                             f"{state['config']['data']}); use another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start, elapsed = int(state["step"]), float(state["elapsed"])
-        history = json.loads(state["history"])
+    start, elapsed, history = _resume(state_path, cfg, model, opt, scaler)
     ddp_model = model
     if world > 1:
         # detectors: a batch shard without foreground proposals leaves the mask head unused in that step
@@ -355,27 +422,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     step = start
     t_last = time.perf_counter()
     for images, targets in loader:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        if detector:  # the RPN/ROI samplers draw from torch's RNG: seeded per step, so a resume is exact
-            torch.manual_seed(int(np.random.default_rng([cfg.seed, step, 1]).integers(2**62)))
-        if detector:
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        else:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
-            losses = ddp_model(images, targets)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        loss, losses = _step(ddp_model, model, opt, scaler, cfg, step, images, targets, device, detector)
         step += 1
         now = time.perf_counter()
         elapsed += now - t_last
@@ -404,21 +451,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     final = out / f"{cfg.model}.safetensors"
     if step >= cfg.steps and rank == 0:
         vals = [h["val"] for h in history if "val" in h]
-        names = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
-        palette = getattr(train_set, "palette", None)
-        task_fields: dict[str, Any] = {"classes": names,
-                                       "palette": np.asarray(palette).tolist() if palette is not None else None}
-        if classes is not None:  # detectors: thing classes by ROI index, dataset ids beside them
-            pal = np.asarray(palette) if palette is not None else None
-            task_fields = {"classes": [names[c] for c in classes.things], "thing_category_ids": list(classes.things),
-                           "palette": pal[list(classes.things)].tolist() if pal is not None else None}
-            if head == "panoptic":
-                task_fields.update(
-                    stuff_classes=["things"] + [names[c] for c in classes.stuff],
-                    stuff_category_ids=[None] + list(classes.stuff),
-                    stuff_palette=([[128, 128, 128]] + pal[list(classes.stuff)].tolist()) if pal is not None else None)
         card = make_card(
-            model, **task_fields,
+            model, **_card_classes(train_set, classes, head),
             training_data=cfg.data,
             metrics={"val": vals[-1], "val_data": cfg.val_data, "val_images": cfg.val_images} if vals else {},
             recipe=cfg.to_dict(),

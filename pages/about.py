@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app import models, sidebar
+from fapn_core.io import DEFAULT_MAX_PIXELS
 from fapn_core.viz import DEFAULT_SCALES, motivation_figure
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("About FaPN Lab")
 st.markdown("""
 **FPN** fuses a coarse, upsampled top-down feature with a detailed lateral one. Upsampling has no location
@@ -117,15 +118,17 @@ files with an unpickler that admits numpy arrays only. A checkpoint that does no
 refused with the list of missing, unexpected and mis-shaped keys. Nothing is ever downloaded.
 """)
 st.subheader("This server")
-paths = state.server_paths()
+paths = models.server_paths()
 where = f"Listening on **{paths.address or 'all interfaces'}**: " + (
     "a private (loopback) server." if paths.private else "a shared server.")
 st.markdown(f"""
 - {where}
-- Uploads: checkpoints up to {state.MAX_UPLOAD_MB} MiB (`FAPN_MAX_UPLOAD_MB`), images up to
-  {state.DEFAULT_MAX_PIXELS / 1e6:.0f} MP.
+- Uploads: checkpoints up to {models.MAX_UPLOAD_MB} MiB (`FAPN_MAX_UPLOAD_MB`), images up to
+  {DEFAULT_MAX_PIXELS / 1e6:.0f} MP.
 - {paths.summary()}
 
 The settings for a shared server (`FAPN_ALLOW_LOCAL_PATHS`, `FAPN_MODEL_ROOTS`, `FAPN_DATA_ROOTS`) are in
 `docs/reliability.md`.
 """)
+if paths.refused_summary():
+    st.warning(paths.refused_summary())

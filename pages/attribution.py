@@ -5,25 +5,25 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state, ui
+from app import guards, sidebar, ui
 from fapn_core.attribution import AttributionInterrupted, Target, attribute, normalize_map
 from fapn_core.viz import apply_colormap, greyed
 
 METHODS = {"Integrated Gradients (input)": "integrated_gradients", "LayerGradCAM (neck level)": "gradcam",
            "Occlusion": "occlusion"}
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Attribution")
 st.caption("Which input pixels (or neck locations) drive the score of a class in a region: the sum of that class's "
            "logits over the region. Integrated Gradients integrates input gradients from a baseline image; "
            "LayerGradCAM weighs a neck level's activations by their pooled gradients; Occlusion greys out "
            "windows and records the score drop.")
-if state.require_ready(ctx) and not ctx.semantic_only:
+if guards.require_ready(ctx) and not ctx.semantic_only:
     st.info(f"Attribution takes a semantic model's class logits over a region; A is a {ctx.a.task} model and B a "
             f"{ctx.b.task} model. Detectors output boxes and masks per object (a Panoptic FPN adds a semantic head), "
             "which this page does not attribute yet. Pick two semantic models as A and B.")
 elif ctx.ready:
-    state.status_line(ctx)
+    guards.status_line(ctx)
     name_a, name_b = ui.names(ctx)
     h, w = ctx.image.shape[:2]
     c1, c2, c3 = st.columns(3)

@@ -8,14 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from app import objects_ui as ou
-from app import state
+from app import guards, sidebar
 from fapn_core.metrics.detection_pair import band_errors
 from fapn_core.viz import error_heatmap, error_profile_figure, fix_break_view, object_zoom
 
 
 def detector_boundaries(ctx, name_a: str, name_b: str) -> None:
     st.header("Object masks at their boundaries (detections)")
-    res, why = state.detection_comparison_or_reason(ctx)
+    res, why = guards.detection_comparison_or_reason(ctx)
     if res is None:
         st.info(why + ".")
         return
@@ -106,9 +106,9 @@ def semantic_boundaries(ctx, name_a: str, name_b: str, titled: bool) -> None:
     st.image(fb.image, caption=fb.caption(name_b), width="stretch")
 
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Boundaries")
 st.caption("FaPN's claim: aligned features put context where it belongs, so errors near object boundaries drop.")
-if state.require_ready(ctx):
-    state.status_line(ctx)
-    state.object_and_label_map_sections(ctx, detector_boundaries, semantic_boundaries)
+if guards.require_ready(ctx):
+    guards.status_line(ctx)
+    guards.object_and_label_map_sections(ctx, detector_boundaries, semantic_boundaries)

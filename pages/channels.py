@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state, ui
+from app import guards, sidebar, ui
 from fapn_core.viz import NothingToShow, fsm_channel_grid, fsm_importance_figure
 
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Channels (FSM)")
 st.caption("The FSM weighs each channel of the detailed (lateral) feature by sigmoid(conv1×1(global average)) and "
            "keeps x + x·importance before reducing channels. Importances near 1 are emphasised.")
-if state.require_ready(ctx):
-    state.status_line(ctx)
+if guards.require_ready(ctx):
+    guards.status_line(ctx)
     name_a, name_b = ui.names(ctx)
     handles = {"A": (ctx.a, name_a, ctx.prediction("a")), "B": (ctx.b, name_b, ctx.prediction("b"))}
     with_fsm = {k: v for k, v in handles.items() if v[2].captures.has_fsm}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
+from app import cache, guards, keys, sidebar, ui
 from fapn_core.metrics.detection_pair import annotation_arrays, names_by_id
 from fapn_core.viz import agreement_view, disagreement_view, draw_detections, draw_panoptic, overlay_labels
 
@@ -22,7 +22,7 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                                                                                alpha=alpha))
         col.image(png, caption=f"{tag} · {name} · {pred.latency_ms:.0f} ms", width="stretch")
     if show_gt:
-        png, _ = ui.drawn(f"gt|{state._hash_array(ctx.gt)}|{space}",
+        png, _ = ui.drawn(f"gt|{keys.hash_array(ctx.gt)}|{space}",
                           lambda: overlay_labels(ctx.image, ctx.gt, ctx.palette, alpha=alpha))
         cols[2].image(png, caption="ground truth", width="stretch")
     ui.legend([pa.labels, pb.labels], ctx.palette, ctx.class_names)
@@ -117,14 +117,14 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                                   show_scores=False)
             return img, (int(keep.sum()), int(crowd.sum()))
 
-        key = f"gtobj|{state.annotations_key(gt)}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}"
+        key = f"gtobj|{keys.annotations_key(gt)}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}"
         png, (n_obj, n_crowd) = ui.drawn(key, ground_truth)
         cols[2].image(png, caption=f"ground truth: {n_obj} objects"
                                    + (f" (+{n_crowd} crowd regions not drawn)" if n_crowd else ""), width="stretch")
     if not ctx.instance_pair:
         return
     ra, rb = ctx.detection_results("a"), ctx.detection_results("b")
-    agr = state.agreement_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp, float(thresh), ra, rb)
+    agr = cache.agreement_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp, float(thresh), ra, rb)
     da, db = pa.detections, pb.detections
     st.subheader("Where A and B disagree (objects)")
     masks = da.masks is not None and db.masks is not None
@@ -146,7 +146,7 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                    f"{sum(v < 0.75 for v in ious)} below 0.75.")
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    res, why = state.detection_comparison_or_reason(ctx)
+    res, why = guards.detection_comparison_or_reason(ctx)
     if res is None:
         st.caption(why + ".")
         return
@@ -168,10 +168,10 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                "The Small objects and Boundaries pages list every object.")
 
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Compare A and B")
-if state.require_ready(ctx):
-    state.status_line(ctx)
+if guards.require_ready(ctx):
+    guards.status_line(ctx)
     ui.synthetic_domain_note(ctx)
     name_a, name_b = ui.names(ctx)
     pa, pb = ctx.prediction("a"), ctx.prediction("b")

@@ -10,20 +10,20 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
+from app import guards, models, sidebar, ui
 from fapn_core.data import open_dataset
-from fapn_core.evaluate import EvaluationInterrupted, ModelEntry, evaluate
+from fapn_core.evaluation import EvaluationInterrupted, ModelEntry, evaluate
 
 RUNS = Path(__file__).resolve().parents[1] / "runs" / "app_eval"
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Dataset evaluation")
 st.caption("Every metric over a dataset, A as the baseline. Counts are summed over images (never per-image means). "
            "Results are written per image as they come; an interrupted run continues where it stopped.")
 if ctx.a is None or ctx.b is None:
-    state.require_ready(ctx)
+    guards.require_ready(ctx)
     st.stop()
-paths = state.server_paths()
+paths = models.server_paths()
 kinds = ["Synthetic test split (seed 2, held out)"]
 if paths.enabled:
     kinds += ["Folder (images/ + labels/)", "Cityscapes root", "ADE20K root"]
@@ -73,8 +73,8 @@ if spec and st.button("Run evaluation", type="primary", key="ds_run"):
         st.error(f"the dataset has {dataset.num_classes} classes, the models predict {ctx.num_classes}")
         st.stop()
     labels = [f"A·{name_a}", f"B·{name_b}"]
-    entries = [ModelEntry(labels[0], state.LockedModel(ctx.a), ctx.a.card),
-               ModelEntry(labels[1], state.LockedModel(ctx.b), ctx.b.card)]
+    entries = [ModelEntry(labels[0], models.LockedModel(ctx.a), ctx.a.card),
+               ModelEntry(labels[1], models.LockedModel(ctx.b), ctx.b.card)]
     bar = st.progress(0.0, text="evaluating …")
     try:
         evaluate(entries, dataset, out, limit=int(limit), amp=ctx.amp, deadline_s=float(deadline),
@@ -92,8 +92,8 @@ if summary_path.is_file():
               "small_objects": "Small objects: hit rate and mean IoU by size (%)"}
     table_file = "{}.csv".format
     if "coco" in summary:  # a detector run
-        from fapn_core.evaluate_detection import TABLE_TITLES as titles
-        from fapn_core.evaluate_detection import table_file
+        from fapn_core.evaluation import TABLE_TITLES as titles
+        from fapn_core.evaluation import table_file
     for key, title in titles.items():
         if key not in summary["tables"] or not (out / table_file(key)).is_file():
             continue

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app import state, ui
+from app import guards, sidebar, ui
 from fapn_core.bench import count_flops, interleaved_medians
 from fapn_core.models.zoo import count_parameters
 
@@ -35,10 +35,10 @@ def module_table(handle) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Models & speed")
 if ctx.a is None or ctx.b is None:
-    state.require_ready(ctx)
+    guards.require_ready(ctx)
     st.stop()
 name_a, name_b = ui.names(ctx)
 hw = tuple(ctx.image.shape[:2]) if ctx.image is not None else (512, 1024)

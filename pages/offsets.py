@@ -7,19 +7,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
+from app import guards, sidebar, ui
 from fapn_core.viz import (
     NothingToShow, alignment_pca, apply_colormap, offset_histogram, offset_magnitude_figure, offset_quiver,
     pca_pair_figure,
 )
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Offsets (FAM)")
 st.caption("Each FAM resamples the upsampled coarse feature with a deformable 3×3 conv (8 groups × 9 kernel points). "
            "Arrows show where a cell samples from, relative to the regular grid, in input-image pixels "
            "(feature pixels × the level's stride).")
-if state.require_ready(ctx):
-    state.status_line(ctx)
+if guards.require_ready(ctx):
+    guards.status_line(ctx)
     name_a, name_b = ui.names(ctx)
     which = st.radio("Model", [f"B · {name_b}", f"A · {name_a}"], horizontal=True, key="off_model")
     pred = ctx.prediction("b" if which.startswith("B") else "a")

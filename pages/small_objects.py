@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import objects_ui as ou
-from app import state
+from app import guards, sidebar
 from fapn_core.metrics import summarize_objects
 from fapn_core.viz import object_zoom, overlay_labels
 
@@ -34,7 +34,7 @@ def detector_objects(ctx, name_a: str, name_b: str) -> None:
                "detections, mask IoU when all have masks, else box IoU, in the object's own size range). IoU and "
                "score are those of the matched detection, or of the best-overlapping one of its class when "
                "unmatched. Sizes are COCO's: small < 32², medium < 96² px (mask area).")
-    res, why = state.detection_comparison_or_reason(ctx)
+    res, why = guards.detection_comparison_or_reason(ctx)
     if res is None:
         st.info(why + ".")
         return
@@ -153,8 +153,8 @@ def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
         st.caption("Select a row to zoom on that object.")
 
 
-ctx = state.context()
+ctx = sidebar.context()
 st.title("Small objects")
-if state.require_ready(ctx):
-    state.status_line(ctx)
-    state.object_and_label_map_sections(ctx, detector_objects, label_map_objects)
+if guards.require_ready(ctx):
+    guards.status_line(ctx)
+    guards.object_and_label_map_sections(ctx, detector_objects, label_map_objects)

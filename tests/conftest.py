@@ -37,6 +37,46 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
+# what a skipped test's reason says → the sentence that tells a reader what was not checked and how to check it
+_NOT_CHECKED = (
+    ("official reference fixtures not found",
+     lambda n: f"{n} faithfulness tests against the official FaPN-full / detectron2 fixtures (not found at "
+               f"{fixtures_dir()}): set FAPN_FIXTURES=/path/to/shared/fixtures/reference and run again"),
+    ("chromium",
+     lambda n: f"{n} browser end-to-end tests (no Debian chromium): run as root so scripts/run_tests.sh installs "
+               "it, or 'apt-get install chromium'"),
+    ("CUDA",
+     lambda n: f"{n} GPU tests (no CUDA device here): run on a machine with one (benchmarks/gpu_check.sh)"),
+)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Close the run with one line per kind of check it did not make (skips, and tests left out by marker), after
+    pytest's own short summary, so it stands right above the final count."""
+    yield
+    known: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        key = next((k for k, _ in _NOT_CHECKED if k in reason), None)
+        if key is None:
+            reason = reason.removeprefix("Skipped: ")
+            other[reason] = other.get(reason, 0) + 1
+        else:
+            known[key] = known.get(key, 0) + 1
+    lines = [say(known[key]) for key, say in _NOT_CHECKED if key in known]
+    lines += [f"{n} skipped: {reason}" for reason, n in other.items()]
+    deselected = len(terminalreporter.stats.get("deselected", []))
+    if deselected and "not slow" in (config.getoption("markexpr") or ""):
+        lines.append(f"{deselected} slow test(s) left out by default (the 8-user load test, ~2 min): "
+                     "bash scripts/run_tests.sh -m slow")
+    if lines:
+        terminalreporter.write_sep("-", "not checked in this run")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def r18_detectors(tmp_path_factory) -> dict[str, Path]:
     """The Mask R-CNN and Faster R-CNN inside the bundled R18 Panoptic FPN pair (same weights, no semantic head):

@@ -159,10 +159,10 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(monkeypatch):
     """A CUDA OOM during inference reruns that image on a CPU copy of the same checkpoint."""
     import torch
 
-    from app import state
+    from app import cache, context, models
 
     path = bundled_models()["fapn_r18_semfpn"]
-    handle = state.ModelHandle("bundled:x:cuda", "fapn", torch.nn.Linear(1, 1), {"_path": str(path)}, "cuda")
+    handle = models.ModelHandle("bundled:x:cuda", "fapn", torch.nn.Linear(1, 1), {"_path": str(path)}, "cuda")
     image = np.zeros((64, 64, 3), np.uint8)
     calls = []
 
@@ -172,9 +172,9 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return "prediction on " + h.device
 
-    monkeypatch.setattr(state, "predict_cached", fake_predict)
+    monkeypatch.setattr(cache, "predict_cached", fake_predict)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    ctx = state.Context(handle, handle, {}, image, "x", "k", [], None, None, None, "cuda", True, 1024)
+    ctx = context.Context(handle, handle, {}, image, "x", "k", [], None, None, None, "cuda", True, 1024)
     assert ctx.prediction("a") == "prediction on cpu"
     assert calls == [("bundled:x:cuda", "cuda"), ("bundled:x:cpu", "cpu")]
 
@@ -194,16 +194,16 @@ def shared_server(monkeypatch):
 @pytest.fixture()
 def checkpoint_reads(monkeypatch):
     """Every path the app hands to ``load_checkpoint``."""
-    from app import state
+    from app import models
 
     paths: list[str] = []
-    real = state.load_checkpoint
+    real = models.load_checkpoint
 
     def spy(path, *args, **kwargs):
         paths.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(state, "load_checkpoint", spy)
+    monkeypatch.setattr(models, "load_checkpoint", spy)
     return paths
 
 
@@ -243,8 +243,30 @@ def test_shared_server_confines_checkpoint_paths(shared_server, tmp_path, checkp
     assert any(f"checkpoints under `{root}`" in m.value for m in at.markdown)
 
 
+def test_a_root_of_no_user_is_refused_on_the_about_page(shared_server):
+    """``~nosuchuser/models`` in FAPN_MODEL_ROOTS: no page raises; About names the refused root and why."""
+    from app.server_paths import CHECKPOINT_REFUSED
+
+    shared_server.setenv("FAPN_ALLOW_LOCAL_PATHS", "1")
+    shared_server.setenv("FAPN_MODEL_ROOTS", "~nosuchuser_fapn/models")
+    shared_server.setenv("FAPN_DATA_ROOTS", "~nosuchuser_fapn/data")
+    at = _app().run()
+    _no_errors(at)
+    at.radio(key="src_a").set_value("Local path").run()
+    at.text_input(key="path_a").input("x.pth").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"Model A: {CHECKPOINT_REFUSED}"]  # no root left to look under
+    at.switch_page("../pages/dataset.py").run()
+    assert not at.exception
+    at.switch_page("../pages/about.py").run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("FAPN_MODEL_ROOTS `~nosuchuser_fapn/models`: its `~user` names no user" in w for w in warnings), warnings
+    assert any("FAPN_DATA_ROOTS `~nosuchuser_fapn/data`" in w for w in warnings), warnings
+
+
 def test_checkpoint_under_an_allowed_root_loads(shared_server):
-    from app import state
+    from app import models
 
     shared_server.setenv("FAPN_ALLOW_LOCAL_PATHS", "1")
     shared_server.setenv("FAPN_MODEL_ROOTS", str(ROOT / "assets"))
@@ -254,7 +276,7 @@ def test_checkpoint_under_an_allowed_root_loads(shared_server):
     _no_errors(at)
     assert at.dataframe  # the Compare page ran with B from the server path
     real = bundled_models()["fapn_r18_semfpn"].resolve()
-    assert any(k.startswith(f"local:{real}:") for k in state.MODEL_LOADS), list(state.MODEL_LOADS)
+    assert any(k.startswith(f"local:{real}:") for k in models.MODEL_LOADS), list(models.MODEL_LOADS)
 
 
 def test_loopback_server_keeps_server_paths_under_the_working_folder(monkeypatch):
@@ -481,14 +503,14 @@ def test_panoptic_model_as_a_every_page_and_labels_equal_the_library(tiny_panopt
     at.switch_page("../pages/attribution.py").run()
     assert any("Panoptic FPN" in i.value for i in at.info)
     # the labels the semantic views use are the library's panoptic → dataset-class conversion
-    from app import state
+    from app import cache, models
 
     model, card = load_checkpoint(tiny_panoptic)
     image = read_image_file(ROOT / "assets" / "samples" / "synthetic_00.png").rgb
     det = model.predict(image)
     ref = panoptic_to_labels(det.panoptic_seg, det.segments_info, det.sem_seg.argmax(0), card["thing_category_ids"],
                              card["stuff_category_ids"])
-    handle = state.ModelHandle("test:pan", "pan", model, card, "cpu")
-    pred = state.predict_cached(handle.key, "synthetic_00", False, handle, image)
+    handle = models.ModelHandle("test:pan", "pan", model, card, "cpu")
+    pred = cache.predict_cached(handle.key, "synthetic_00", False, handle, image)
     assert torch.equal(torch.from_numpy(pred.labels.astype("int64")), ref)
     assert handle.num_classes == 10 and handle.semantic[0][5] == "pole"

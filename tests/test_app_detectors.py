@@ -191,7 +191,7 @@ def test_semantic_and_detector_pair_shows_what_they_share(r18_detectors):
 def test_dataset_page_evaluates_a_detector_pair_like_the_library(r18_detectors, tmp_path):
     from fapn_core.checkpoints import load_checkpoint
     from fapn_core.data import open_dataset
-    from fapn_core.evaluate import ModelEntry, evaluate
+    from fapn_core.evaluation import ModelEntry, evaluate
 
     at = _app().run()
     _upload_model(at, "a", r18_detectors["fpn_maskrcnn"])

@@ -30,7 +30,7 @@ from fapn_core.data.cityscapes import (  # noqa: E402
     train_ids_to_label_ids,
 )
 from fapn_core.data.palettes import CITYSCAPES_CLASSES  # noqa: E402
-from fapn_core.evaluate import ModelEntry, evaluate, load_models  # noqa: E402
+from fapn_core.evaluation import ModelEntry, evaluate, load_models  # noqa: E402
 from fapn_core.models.zoo import build_model  # noqa: E402
 
 TOL = 1e-9
@@ -115,7 +115,7 @@ def test_evaluate_saved_predictions_equals_the_official_evaluator(scenes, tmp_pa
 
 def test_confusion_and_void_counts_equal_the_official_matrix(scenes, tmp_path):
     ds = open_dataset(f"cityscapes:{scenes['root']}")
-    from fapn_core.evaluate import load_predictions
+    from fapn_core.evaluation import load_predictions
 
     report = evaluate(load_predictions([f"A={scenes['dirs']['A']}", f"B={scenes['dirs']['B']}"], ds), ds,
                       tmp_path, progress=False)
@@ -154,7 +154,7 @@ def test_metrics_api_equals_the_official_evaluator_and_group_regions(scenes):
 def test_iiou_without_the_dataset_conventions_differs(scenes, tmp_path):
     """What the lab reported before: no thing classes (all 19 in the mean) and the data's own mean sizes."""
     ds = open_dataset(f"cityscapes:{scenes['root']}")
-    from fapn_core.evaluate import load_predictions
+    from fapn_core.evaluation import load_predictions
 
     class Plain:  # the dataset without its evaluation conventions
         num_classes, class_names, label_id_to_class = ds.num_classes, ds.class_names, ds.label_id_to_class

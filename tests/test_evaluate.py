@@ -15,7 +15,7 @@ import torch
 
 from fapn_core.checkpoints import make_card, save_native
 from fapn_core.data import open_dataset
-from fapn_core.evaluate import EvaluationInterrupted, ModelEntry, evaluate, load_models
+from fapn_core.evaluation import EvaluationInterrupted, ModelEntry, evaluate, load_models
 from fapn_core.metrics import confusion_matrix, iou_from_confusion
 from fapn_core.models.zoo import build_model
 
@@ -181,7 +181,7 @@ def test_saved_predictions_score_like_the_models_that_made_them(tmp_path, model_
     """PNG class ids written from each model, read back with --predictions: the same tables and summaries."""
     from PIL import Image
 
-    from fapn_core.evaluate import load_predictions
+    from fapn_core.evaluation import load_predictions
 
     models = load_models(model_paths)
     data = open_dataset(DATA)

@@ -14,7 +14,7 @@ import torch
 from fapn_core.data import coco as C
 from fapn_core.data import open_dataset
 from fapn_core.data.instances import objects_from_maps, panoptic_semantic_target
-from fapn_core.evaluate import EvaluationInterrupted, evaluate
+from fapn_core.evaluation import EvaluationInterrupted, evaluate
 from fapn_core.models.rcnn.detector import DetectionResult
 
 SPEC = "synthetic:n=4,seed=2,size=96x160"
@@ -159,7 +159,7 @@ def test_resume_gives_the_same_numbers_and_skips_are_reported(ds, tmp_path):
 
 
 def test_mixing_semantic_and_detectors_is_refused(ds, tmp_path):
-    from fapn_core.evaluate import ModelEntry
+    from fapn_core.evaluation import ModelEntry
     from fapn_core.models.zoo import build_model
 
     sem = ModelEntry("sem", build_model("fpn_r18_semfpn", num_classes=10, neck_channels=16), {"task": "semantic"})

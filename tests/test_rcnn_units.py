@@ -266,7 +266,7 @@ def test_training_losses_are_detectron2s_and_decrease():
     empty = [{"boxes": torch.zeros(0, 4), "classes": torch.zeros(0, dtype=torch.long),
               "masks": torch.zeros(0, 64, 96, dtype=torch.bool), "sem_seg": torch.ones(64, 96, dtype=torch.long)}]
     out = model(images[:1], empty)
-    assert float(out["loss_box_reg"]) == 0.0 and float(out["loss_rpn_loc"]) == 0.0 and torch.isfinite(out["loss_cls"])
+    assert float(out["loss_box_reg"].detach()) == 0.0 and float(out["loss_rpn_loc"].detach()) == 0.0 and torch.isfinite(out["loss_cls"])
     with pytest.raises(ValueError, match="one target dict per image"):
         model(images, targets[:1])
     with pytest.raises(ValueError, match="sem_seg"):

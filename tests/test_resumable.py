@@ -1,4 +1,4 @@
-"""The resumable per-image loop both evaluations run on (``fapn_core.resumable``)."""
+"""The resumable per-image loop both evaluations run on (``fapn_core.evaluation.runner``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fapn_core.resumable import EvaluationInterrupted, ResumableLoop
+from fapn_core.evaluation.runner import EvaluationInterrupted, ResumableLoop
 
 
 def _run(folder, stop_after=None, snapshot_every=2, identity=None):

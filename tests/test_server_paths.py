@@ -173,3 +173,16 @@ def test_the_switch_on_a_loopback_server(tmp_path, value, enabled):
     assert p.enabled is enabled
     if value in ("yes", "true"):
         assert f"FAPN_ALLOW_LOCAL_PATHS='{value}' is not 0, 1 or auto" in p.summary()
+
+
+def test_a_root_of_a_user_that_does_not_exist_is_refused_not_raised(tmp_path):
+    """``~nosuchuser/models`` cannot be expanded: that root is refused with its reason, the others still apply."""
+    env = {"FAPN_MODEL_ROOTS": os.pathsep.join(["~nosuchuser_fapn/models", str(tmp_path)]),
+           "FAPN_DATA_ROOTS": "~nosuchuser_fapn/data"}
+    p = sp.from_settings(env, "127.0.0.1", PROJECT, tmp_path)
+    assert p.model_roots == (tmp_path,) and p.data_roots == ()
+    assert p.refused_roots == (
+        "FAPN_MODEL_ROOTS `~nosuchuser_fapn/models`: its `~user` names no user on this server",
+        "FAPN_DATA_ROOTS `~nosuchuser_fapn/data`: its `~user` names no user on this server")
+    assert p.refused_summary().startswith("Refused root(s), not used: FAPN_MODEL_ROOTS `~nosuchuser_fapn/models`")
+    assert sp.from_settings({}, "127.0.0.1", PROJECT, tmp_path).refused_summary() == ""

@@ -31,7 +31,7 @@ from .palettes import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
 __all__ = [
     "CLASS_NAMES", "PALETTE", "THING_CLASSES", "STUFF_CLASSES", "THIN_CLASSES", "SMALL_CLASSES",
     "IGNORE_INDEX", "DEFAULT_SIZE", "SMALL_RANGE", "THIN_MAX",
-    "SyntheticSample", "make_sample", "write_synthetic", "SyntheticDataset",
+    "SyntheticSample", "make_sample", "write_synthetic",
 ]
 
 CLASS_NAMES: tuple[str, ...] = SYNTHETIC_CLASSES
@@ -169,11 +169,3 @@ def write_synthetic(
     (root / "dataset.json").write_text(json.dumps(dataset_info(n, seed, size, split_name), indent=1))
     return root
 
-
-def __getattr__(name: str) -> Any:
-    # The torch Dataset lives with the readers; imported lazily so generation does not need torch.
-    if name == "SyntheticDataset":
-        from .datasets import SyntheticDataset
-
-        return SyntheticDataset
-    raise AttributeError(name)

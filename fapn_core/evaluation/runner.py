@@ -1,4 +1,4 @@
-"""The bookkeeping of a per-image loop that can stop and resume (dataset evaluation of segmentors and detectors).
+"""The runner every evaluator shares: a per-image loop that can stop and resume, and the process's DDP place.
 
 A loop owns one folder: a JSON state file (the images done and skipped, elapsed seconds, and whatever the caller's
 ``extra_state()`` returns, e.g. metric accumulators), per-image JSONL files appended as images finish, and
@@ -12,10 +12,23 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 SKIPPED_FILE = "skipped.jsonl"
+STATE_FILE = "eval_state.json"
+PER_IMAGE_FILE = "per_image.jsonl"
+Progress = bool | Callable[[int, int], None]
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of this process: the initialised process group's, else ``RANK``/``WORLD_SIZE``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class EvaluationInterrupted(RuntimeError):
@@ -24,6 +37,14 @@ class EvaluationInterrupted(RuntimeError):
     def __init__(self, message: str, *, done: int, total: int) -> None:
         super().__init__(message)
         self.done, self.total = done, total
+
+
+class SkipSample(Exception):
+    """An evaluator's signal that one sample cannot be scored; ``entry`` is its record in ``skipped.jsonl``."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry.get("error", ""))
+        self.entry = entry
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -132,3 +153,30 @@ class ResumableLoop:
         if self.stopped:
             raise EvaluationInterrupted(f"stopped after {len(self.done_set)} of {self.total} images; run again to "
                                         "resume", done=len(self.done_set), total=self.total)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one evaluation runs, whatever it scores: how many images, precision, progress, snapshots, early stop.
+
+    ``progress``: ``True`` for a tqdm bar, or a callback ``(done, total)``. ``deadline_s`` / ``cancel`` stop early
+    with a snapshot (:class:`EvaluationInterrupted`; run again to resume).
+    """
+
+    limit: int | None = None
+    amp: bool = False
+    progress: Progress = True
+    snapshot_every: int = 10
+    deadline_s: float | None = None
+    cancel: Callable[[], bool] | None = None
+
+    def n_total(self, dataset) -> int:
+        """How many of the dataset's images this run covers."""
+        return len(dataset) if self.limit is None else min(self.limit, len(dataset))
+
+    def loop(self, folder: Path, *, identity: Mapping[str, Any], indices: Sequence[int], jsonl: Sequence[str],
+             extra_state: Callable[[], dict[str, Any]], show_bar: bool = True) -> ResumableLoop:
+        """The resumable loop over ``indices`` with these settings (state in ``folder/eval_state.json``)."""
+        return ResumableLoop(folder, STATE_FILE, identity=identity, indices=indices, jsonl=jsonl,
+                             extra_state=extra_state, progress=self.progress, show_bar=show_bar,
+                             deadline_s=self.deadline_s, cancel=self.cancel, snapshot_every=self.snapshot_every)
