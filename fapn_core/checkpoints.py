@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .models.maskformer import convert as maskformer_convert
 from .models.zoo import ModelConfig, build_from_config, count_parameters, get_model_config
 
 CARD_KEY = "fapn_card"
@@ -46,6 +47,7 @@ _D2_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^backbone\.fpn_output(\d)\."), r"neck.output\1."),
     (re.compile(r"^sem_seg_head\.coarse_sem_seg_head\."), "head.coarse_sem_seg_head."),
     (re.compile(r"^sem_seg_head\.point_head\."), "head.point_head."),
+    *maskformer_convert.D2_RULES,  # MaskFormer: pixel decoder → neck., transformer predictor → head.
     (re.compile(r"^sem_seg_head\."), "head."),
 ]
 _NATIVE_RULES: list[tuple[re.Pattern[str], str]] = [
@@ -71,8 +73,11 @@ def detectron2_to_native(key: str) -> str | None:
     return key
 
 
-def native_to_detectron2(key: str, neck: str) -> str:
-    """Inverse of :func:`detectron2_to_native` (``neck`` decides how ``neck.lateralL`` is spelled)."""
+def native_to_detectron2(key: str, neck: str, head: str = "") -> str:
+    """Inverse of :func:`detectron2_to_native` (``neck`` decides how ``neck.lateralL`` is spelled; ``head`` =
+    ``"maskformer"`` for MaskFormer keys, whose backbone has no ``bottom_up``)."""
+    if head == "maskformer":
+        return maskformer_convert.native_to_official(key)
     m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
     if m:
         return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"
@@ -180,6 +185,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
             raise CheckpointError(f"cannot infer the model: key {k!r} is missing")
         return tuple(sd[k].shape)
 
+    if "head.query_embed.weight" in keys or any(k.startswith("neck.mask_features.") for k in keys):
+        return maskformer_convert.infer_config(sd, shape, CheckpointError)
     if any(k.startswith("neck.align") for k in keys):
         align_keys = [k for k in keys if k.startswith("neck.align")]
         if any(".dcn.conv_offset_mask" in k for k in align_keys):
@@ -276,9 +283,12 @@ def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelC
     arch = m.get("META_ARCHITECTURE")
     if arch in ("GeneralizedRCNN", "PanopticFPN"):
         return _rcnn_config_from_detectron2(cfg)
+    if arch == "MaskFormer":
+        return maskformer_convert.config_from_detectron2(cfg, CheckpointError)
     if arch != "SemanticSegmentor":
         raise CheckpointError(
-            f"unsupported META_ARCHITECTURE {arch!r}; expected SemanticSegmentor, GeneralizedRCNN or PanopticFPN"
+            f"unsupported META_ARCHITECTURE {arch!r}; expected SemanticSegmentor, MaskFormer, GeneralizedRCNN or "
+            "PanopticFPN"
         )
     s, ph = m["SEM_SEG_HEAD"], m.get("POINT_HEAD", {})
     heads = {"PointRendSemSegHead": "pointrend", "SemSegFPNHead": "semfpn"}
@@ -438,7 +448,10 @@ def load_state_dict(
             report.shape_mismatch.append((k, tuple(v.shape), tuple(target[k].shape)))
         else:
             usable[k] = v
-    report.missing = [k for k in target if k not in state_dict and not k.endswith("num_batches_tracked")]
+    # ``criterion.empty_weight`` (MaskFormer's no-object loss weight) is a constant of the config, rebuilt when absent
+    report.missing = [k for k in target if k not in state_dict
+                      and not k.endswith("num_batches_tracked") and k != "criterion.empty_weight"]
+    _check_shared_aliases(target, usable)
     if not report.ok and not allow_partial:
         raise CheckpointError(f"checkpoint does not match the model ({report.summary()}); "
                               "pass allow_partial=True to load what matches")
@@ -447,6 +460,20 @@ def load_state_dict(
             target[k].copy_(v.to(target[k].dtype))
     report.loaded = len(usable)
     return report
+
+
+def _check_shared_aliases(target: Mapping[str, torch.Tensor], usable: Mapping[str, torch.Tensor]) -> None:
+    """Keys that are one tensor in the model (e.g. MaskFormer+FaPN's GroupNorm shared by ``align_N.offset`` and
+    ``layer_N``) must arrive with equal values; otherwise the load would silently keep only the last one."""
+    by_storage: dict[tuple[int, int], list[str]] = {}
+    for k, t in target.items():
+        if t.numel():
+            by_storage.setdefault((t.data_ptr(), t.numel()), []).append(k)
+    for keys in by_storage.values():
+        given = [k for k in keys if k in usable]
+        if len(given) > 1 and any(not torch.equal(usable[given[0]], usable[k]) for k in given[1:]):
+            raise CheckpointError(f"keys {given} are one shared parameter in the model but hold different values "
+                                  "in the checkpoint")
 
 
 def import_official(
@@ -685,8 +712,8 @@ def official_class_fields(cfg: ModelConfig) -> dict[str, Any]:
 
 def export_detectron2_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Native state dict renamed to detectron2/FaPN-full keys (for round-trip tests and interop)."""
-    neck = model.config.neck
-    return {native_to_detectron2(k, neck): v for k, v in model.state_dict().items()
+    neck, head = model.config.neck, model.config.head
+    return {native_to_detectron2(k, neck, head): v for k, v in model.state_dict().items()
             if not k.endswith("num_batches_tracked")}
 
 

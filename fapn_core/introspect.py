@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from .models.deform import ModulatedDeformConv
+from .models.maskformer.inference import scores_to_probabilities
+from .models.maskformer.pixel_decoder import MaskFormerFeatureAlign, PixelDecoder
 from .models.necks import AlignedFPN, FeatureAlign, FeatureSelection
 from .models.rcnn.detector import DetectionResult
 
-CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features")
+CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features", "queries")
 
 
 @dataclass
@@ -94,6 +96,35 @@ class FSMCapture:
 
 
 @dataclass
+class QueryCapture:
+    """MaskFormer's per-query predictions for one image (the ``queries`` capture).
+
+    ``class_probs``: (Q, K+1) softmax over the K classes and "no object" (last); ``mask_logits``: (Q, h, w) at
+    ``stride`` (4) over the image's valid region. ``sem_seg = Σ_q class_probs[q, :K] · sigmoid(mask_logits[q])``
+    (upsampled to the image).
+    """
+
+    class_probs: np.ndarray
+    mask_logits: np.ndarray
+    stride: int = 4
+
+    @property
+    def num_queries(self) -> int:
+        return self.class_probs.shape[0]
+
+    def query_classes(self) -> np.ndarray:
+        """(Q,) most likely class of each query; K (= num classes) means "no object"."""
+        return self.class_probs.argmax(1)
+
+    def owners(self) -> np.ndarray:
+        """(h, w) which query owns each pixel: argmax_q of (its best real-class probability) · sigmoid(mask), as in
+        MaskFormer's panoptic inference (no-object probability excluded)."""
+        score = self.class_probs[:, :-1].max(1)
+        masks = 0.5 * (1.0 + np.tanh(0.5 * self.mask_logits))  # sigmoid without overflow warnings
+        return (score[:, None, None] * masks).argmax(0)
+
+
+@dataclass
 class Captures:
     """Everything captured for one image."""
 
@@ -103,6 +134,7 @@ class Captures:
     has_fam: bool = False
     has_fsm: bool = False
     neck: str = ""
+    queries: QueryCapture | None = None
 
     def explain_missing(self) -> str | None:
         """Why a view has nothing to show, in words (``None`` when the model has both modules)."""
@@ -113,11 +145,17 @@ class Captures:
         return f"the {self.neck or 'model'} neck has no {' and no '.join(missing)}"
 
 
-def neck_modules(model: nn.Module) -> tuple[dict[str, FeatureAlign], dict[str, FeatureSelection]]:
-    """FAM and FSM modules of a model's neck by level name (``p2``…)."""
+def neck_modules(model: nn.Module) -> tuple[dict[str, FeatureAlign | MaskFormerFeatureAlign],
+                                             dict[str, FeatureSelection]]:
+    """FAM and FSM modules of a model's neck (or MaskFormer pixel decoder: ``align_N`` is level ``p{N+1}``)."""
     neck = getattr(model, "neck", model)
-    fams: dict[str, FeatureAlign] = {}
+    fams: dict[str, FeatureAlign | MaskFormerFeatureAlign] = {}
     fsms: dict[str, FeatureSelection] = {}
+    if isinstance(neck, PixelDecoder):
+        for n in (1, 2, 3):
+            mod = getattr(neck, f"align_{n}", None)
+            if isinstance(mod, MaskFormerFeatureAlign):
+                fams[f"p{n + 1}"] = mod
     if isinstance(neck, AlignedFPN):
         for lvl in neck.levels[:-1]:
             mod = getattr(neck, f"align{lvl}")
@@ -170,8 +208,12 @@ class CaptureHooks:
             if "fam_features" in self.what:
                 self._handles.append(fam.upsample.register_forward_hook(
                     lambda m, i, o, lv=level: self._store(lv, "feat_up", o)))
-                self._handles.append(fam.lateral.register_forward_hook(
-                    lambda m, i, o, lv=level: self._store(lv, "lateral", o)))
+                if hasattr(fam, "lateral"):
+                    self._handles.append(fam.lateral.register_forward_hook(
+                        lambda m, i, o, lv=level: self._store(lv, "lateral", o)))
+                else:  # MaskFormer's FAM receives the lateral (its adapter's output) as its first input
+                    self._handles.append(fam.register_forward_pre_hook(
+                        lambda m, args, lv=level: self._store(lv, "lateral", args[0])))
                 self._handles.append(fam.register_forward_hook(
                     lambda m, i, o, lv=level: self._store(lv, "aligned", o)))
         if "attention" in self.what or "fsm_inputs" in self.what:
@@ -188,6 +230,12 @@ class CaptureHooks:
                     self._store(k, "feature", v)
 
             self._handles.append(neck.register_forward_hook(store_features))
+        if "queries" in self.what and getattr(self.model, "semantic_output", "logits") == "scores":
+            def store_queries(module, inputs, outputs) -> None:
+                self._store("queries", "class_probs", outputs["pred_logits"].float().softmax(-1))
+                self._store("queries", "mask_logits", outputs["pred_masks"])
+
+            self._handles.append(self.model.head.register_forward_hook(store_queries))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -207,6 +255,11 @@ class CaptureHooks:
         neck = getattr(self.model, "neck", self.model)
         neck_name = getattr(getattr(self.model, "config", None), "neck", type(neck).__name__)
         out = [Captures(has_fam=bool(self.fams), has_fsm=bool(self.fsms), neck=neck_name) for _ in range(batch or 1)]
+        queries = self._raw.pop("queries", None)
+        if queries is not None:
+            for b, cap in enumerate(out):
+                cap.queries = QueryCapture(_np(queries["class_probs"][b]),
+                                           _np(_valid(queries["mask_logits"][b], image_size, 4)))
         for level, entries in self._raw.items():
             stride = self.strides.get(level, 2 ** int(level[1:]))
             for b, cap in enumerate(out):
@@ -235,7 +288,8 @@ class CaptureHooks:
 class Prediction:
     """One inference of one model on one image: what every page and metric reads.
 
-    Semantic models fill ``logits``/``labels``/``probabilities_max``; detectors fill ``detections`` (a
+    Semantic models fill ``logits``/``labels``/``probabilities_max`` (MaskFormer: ``logits`` holds its ``sem_seg``
+    scores, and the probabilities are those scores normalised over classes); detectors fill ``detections`` (a
     :class:`~fapn_core.models.rcnn.DetectionResult` on the CPU), and Panoptic FPN both (its semantic head's
     logits; channel 0 = all things). ``captures`` are the neck's, whatever the head.
     """
@@ -282,7 +336,10 @@ def predict_with_captures(
         logits = out
     if logits is None:
         return Prediction(None, None, None, latency, str(device), caps, detections)
-    probs = torch.softmax(logits, 0)
+    if getattr(model, "semantic_output", "logits") == "scores":
+        probs = scores_to_probabilities(logits, 0)  # MaskFormer: sums of probabilities, not logits
+    else:
+        probs = torch.softmax(logits, 0)
     conf, labels = probs.max(0)
     dtype = np.uint8 if logits.shape[0] <= 255 else np.int64
     return Prediction(_np(logits), labels.cpu().numpy().astype(dtype), _np(conf), latency, str(device), caps,

@@ -82,6 +82,7 @@ class ImageModel(nn.Module):
 
 class Segmentor(ImageModel):
     task = "semantic"
+    semantic_output = "logits"  # what forward/predict return per class ("scores" for MaskFormer: no softmax)
 
     def __init__(
         self,
@@ -125,7 +126,8 @@ class Segmentor(ImageModel):
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray | torch.Tensor, *, amp: bool = False) -> torch.Tensor:
-        """Logits (C, H, W) float32 on the model's device for one RGB image (H, W, 3) uint8 or (3, H, W)."""
+        """Per-class output (C, H, W) float32 (:attr:`semantic_output`) on the model's device for one RGB image
+        (H, W, 3) uint8 or (3, H, W)."""
         x = self.image_tensor(image).unsqueeze(0).to(self.device, torch.float32)
         with self.autocast(amp):
             out = self(x)

@@ -2,134 +2,34 @@
 
 Names are ``<neck>_<backbone>_<head>``: necks from :data:`fapn_core.models.necks.NECKS`, backbones
 ``r18 r34 r50 r101``, semantic heads ``semfpn pointrend`` and the detectron2 R-CNN family ``fasterrcnn maskrcnn
-panoptic`` (Panoptic FPN). Any :class:`ModelConfig` field can be overridden by keyword.
+panoptic`` (Panoptic FPN). MaskFormer (``maskformer``, a semantic head) takes the pixel decoders ``fpn`` (official)
+and ``fapn`` (FaPN-full's: FAM without FSM) on ``r50 r101 swinl`` (and ``swint swins swinb``), with the official
+configs' defaults (ADE20K-150; R101: COCO-Stuff-10K-171). Any :class:`ModelConfig` field can be overridden by
+keyword.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from .backbones import build_resnet, freeze_stages
+from .config import (  # noqa: F401  (re-exported: the factory's public names)
+    BACKBONES, DETECTOR_HEADS, IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, MASKFORMER_BACKBONES, MSRA_BGR_MEAN,
+    MSRA_BGR_STD, TASKS, ModelConfig,
+)
 from .heads import HEADS, SemSegFPNHead, build_head
+from .maskformer.model import MaskFormer, build_maskformer
+from .maskformer.pixel_decoder import PIXEL_DECODERS
 from .necks import NECKS, build_neck
 from .rcnn.detector import Detector
 from .rcnn.roi_heads import ROIHeads
 from .rcnn.rpn import RPN
 from .segmentor import Segmentor
+from .swin import SWIN_VARIANTS, SwinTransformer
 
-MSRA_BGR_MEAN = (103.53, 116.28, 123.675)
-MSRA_BGR_STD = (1.0, 1.0, 1.0)
-IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
-BACKBONES = {"r18": 18, "r34": 34, "r50": 50, "r101": 101}
-DETECTOR_HEADS = ("fasterrcnn", "maskrcnn", "panoptic")
-TASKS = {"semfpn": "semantic", "pointrend": "semantic", "fasterrcnn": "detection", "maskrcnn": "instance",
-         "panoptic": "panoptic"}
-_TUPLE_FIELDS = ("pixel_mean", "pixel_std", "anchor_sizes", "anchor_aspect_ratios")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to build a model; serialised into every checkpoint's model card."""
-
-    neck: str = "fapn"
-    depth: int = 50
-    head: str = "pointrend"
-    num_classes: int = 19
-    # backbone
-    backbone_norm: str = "FrozenBN"
-    stride_in_1x1: bool = True
-    stem_out_channels: int = 64
-    res2_out_channels: int = 256
-    width_per_group: int = 64
-    num_groups: int = 1
-    res5_dilation: int = 1
-    # neck
-    neck_channels: int = 256
-    deformable_groups: int = 8
-    # head
-    head_conv_dims: int = 128
-    head_norm: str = "GN"
-    common_stride: int = 4
-    point_fc_dim: int = 256
-    point_num_fc: int = 3
-    subdivision_steps: int = 2
-    subdivision_num_points: int = 8192
-    train_num_points: int = 2048
-    oversample_ratio: float = 3.0
-    importance_sample_ratio: float = 0.75
-    # input
-    pixel_mean: tuple[float, float, float] = MSRA_BGR_MEAN
-    pixel_std: tuple[float, float, float] = MSRA_BGR_STD
-    input_format: str = "BGR"
-    size_divisibility: int = 32
-    ignore_index: int = 255
-    # R-CNN family (detectron2 defaults; ``num_classes`` counts thing classes there)
-    freeze_at: int = 0
-    anchor_sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)
-    anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_topk_train: int = 2000
-    rpn_pre_nms_topk_test: int = 1000
-    rpn_post_nms_topk_train: int = 1000
-    rpn_post_nms_topk_test: int = 1000
-    rpn_nms_thresh: float = 0.7
-    rpn_batch_size_per_image: int = 256
-    roi_batch_size_per_image: int = 512
-    roi_positive_fraction: float = 0.25
-    box_fc_dim: int = 1024
-    mask_conv_dims: int = 256
-    score_thresh_test: float = 0.05
-    nms_thresh_test: float = 0.5
-    detections_per_image: int = 100
-    sem_seg_num_classes: int = 54
-    sem_seg_loss_weight: float = 0.5
-    panoptic_overlap_thresh: float = 0.5
-    panoptic_stuff_area_limit: int = 4096
-    panoptic_instances_score_thresh: float = 0.5
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def task(self) -> str:
-        """``semantic``, ``detection``, ``instance`` or ``panoptic``."""
-        return TASKS[self.head]
-
-    @property
-    def name(self) -> str:
-        back = next((k for k, v in BACKBONES.items() if v == self.depth), f"r{self.depth}")
-        return f"{self.neck}_{back}_{self.head}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in _TUPLE_FIELDS:
-            d[key] = list(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields: {unknown}")
-        d = dict(d)
-        for key in _TUPLE_FIELDS:
-            if key in d:
-                d[key] = tuple(float(v) for v in d[key])
-        return cls(**d)
-
-    def replace(self, **overrides: Any) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"unknown model option(s) {unknown}; valid options: {sorted(known)}")
-        for key in _TUPLE_FIELDS:
-            if key in overrides:
-                overrides[key] = tuple(float(v) for v in overrides[key])
-        return dataclasses.replace(self, **overrides)
 
 
 def _default_config(neck: str, backbone: str, head: str) -> ModelConfig:
@@ -153,10 +53,32 @@ def _default_config(neck: str, backbone: str, head: str) -> ModelConfig:
     return cfg
 
 
+def _maskformer_config(decoder: str, backbone: str) -> ModelConfig:
+    """The official MaskFormer configs: RGB ImageNet normalisation, stride in the 3×3 conv, FrozenBN, GN pixel
+    decoder (256), 100 queries, 6 post-norm decoder layers, deep supervision, no-object weight 0.1."""
+    cfg = ModelConfig(
+        neck=decoder, head="maskformer", num_classes=MASKFORMER_BACKBONES[backbone], stride_in_1x1=False,
+        pixel_mean=IMAGENET_RGB_MEAN, pixel_std=IMAGENET_RGB_STD, input_format="RGB", neck_channels=256,
+        head_norm="GN",
+    )
+    if backbone in SWIN_VARIANTS:
+        dim, depths, heads, window = SWIN_VARIANTS[backbone]
+        return cfg.replace(backbone="swin", depth=0, swin_embed_dim=dim, swin_depths=depths, swin_num_heads=heads,
+                           swin_window_size=window)
+    if BACKBONES[backbone] < 50:
+        # light models trained from scratch here: BatchNorm backbone, a 128-wide decoder, 3 decoder layers, 50 queries
+        return cfg.replace(depth=BACKBONES[backbone], backbone_norm="BN", res2_out_channels=64, neck_channels=128,
+                           mask_dim=128, hidden_dim=128, nheads=4, dim_feedforward=512, dec_layers=3,
+                           num_queries=50)
+    return cfg.replace(depth=BACKBONES[backbone])
+
+
 _REGISTRY: dict[str, ModelConfig] = {
     f"{n}_{b}_{h}": _default_config(n, b, h)
     for n, b, h in itertools.product(NECKS, BACKBONES, HEADS + DETECTOR_HEADS)
 }
+_REGISTRY.update({f"{n}_{b}_maskformer": _maskformer_config(n, b)
+                  for n, b in itertools.product(PIXEL_DECODERS, MASKFORMER_BACKBONES)})
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -171,14 +93,32 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     return _REGISTRY[name].replace(**overrides) if overrides else _REGISTRY[name]
 
 
-def build_from_config(cfg: ModelConfig, *, dcn_impl: str = "auto") -> Segmentor | Detector:
-    """Build a randomly initialised :class:`Segmentor` (semantic heads) or :class:`Detector` (R-CNN family)."""
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    """ResNet (detectron2 names; ``stride_in_1x1``, norm and frozen stages as configured) or MaskFormer's Swin."""
+    if cfg.backbone == "swin":
+        return SwinTransformer(
+            embed_dim=cfg.swin_embed_dim, depths=cfg.swin_depths, num_heads=cfg.swin_num_heads,
+            window_size=cfg.swin_window_size, patch_size=cfg.swin_patch_size, mlp_ratio=cfg.swin_mlp_ratio,
+            qkv_bias=cfg.swin_qkv_bias, drop_path_rate=cfg.swin_drop_path_rate,
+        )
+    if cfg.backbone != "resnet":
+        raise ValueError(f"unknown backbone kind {cfg.backbone!r}; expected 'resnet' or 'swin'")
     backbone = build_resnet(
         cfg.depth, norm=cfg.backbone_norm, stem_out_channels=cfg.stem_out_channels,
         res2_out_channels=cfg.res2_out_channels, width_per_group=cfg.width_per_group,
         num_groups=cfg.num_groups, stride_in_1x1=cfg.stride_in_1x1, res5_dilation=cfg.res5_dilation,
     )
-    freeze_stages(backbone, cfg.freeze_at)
+    return freeze_stages(backbone, cfg.freeze_at)
+
+
+def build_from_config(cfg: ModelConfig, *, dcn_impl: str = "auto") -> Segmentor | Detector | MaskFormer:
+    """Build a randomly initialised :class:`Segmentor` (semantic heads), :class:`Detector` (R-CNN family) or
+    :class:`MaskFormer` (``head="maskformer"``)."""
+    if cfg.head == "maskformer":
+        return build_maskformer(cfg, build_backbone(cfg), dcn_impl=dcn_impl)
+    if cfg.backbone != "resnet":
+        raise ValueError(f"backbone {cfg.backbone!r} is only available with the maskformer head")
+    backbone = build_backbone(cfg)
     neck = build_neck(cfg.neck, backbone.output_shape(), cfg.neck_channels, dcn_impl=dcn_impl)
     if cfg.head in DETECTOR_HEADS:
         return _build_detector(cfg, backbone, neck)
@@ -231,7 +171,7 @@ def _build_detector(cfg: ModelConfig, backbone: nn.Module, neck: nn.Module) -> D
 
 
 def build_model(name: str, num_classes: int | None = None, *, dcn_impl: str = "auto", **overrides: Any
-                ) -> Segmentor | Detector:
+                ) -> Segmentor | Detector | MaskFormer:
     """Build a registered model, e.g. ``build_model("fpn_r18_semfpn", num_classes=10, neck_channels=96)``."""
     if num_classes is not None:
         overrides["num_classes"] = num_classes
