@@ -699,15 +699,24 @@ def semantic_classes(card: Mapping[str, Any]) -> tuple[list[str], list[list[int]
 
 def official_class_fields(cfg: ModelConfig) -> dict[str, Any]:
     """Class names (and ids, palettes) of an official release, from its class counts: COCO 2017 for 80 thing
-    classes (and 54 Panoptic FPN channels), Cityscapes for 19 semantic classes; ``{}`` otherwise."""
+    classes (and 54 Panoptic FPN channels); for semantic models Cityscapes (19), ADE20K SceneParsing (150) or
+    COCO-Stuff (171, MaskFormer's contiguous ids); ``{}`` otherwise."""
     from .data.cityscapes import cityscapes_card_fields
-    from .data.coco_meta import coco_card_fields
+    from .data.coco_meta import coco_card_fields, coco_stuff_171
+    from .data.palettes import ADE20K_CLASSES, ADE20K_PALETTE
 
-    if cfg.task == "semantic":
-        if cfg.num_classes != 19:
-            return {}
+    if cfg.task != "semantic":
+        return coco_card_fields(cfg.task, cfg.num_classes, cfg.sem_seg_num_classes)
+    if cfg.num_classes == 19:
         return {**cityscapes_card_fields(), "training_data": "Cityscapes (assumed from the 19 classes)"}
-    return coco_card_fields(cfg.task, cfg.num_classes, cfg.sem_seg_num_classes)
+    if cfg.num_classes == len(ADE20K_CLASSES):
+        return {"classes": list(ADE20K_CLASSES), "palette": np.asarray(ADE20K_PALETTE).tolist(),
+                "training_data": "ADE20K SceneParsing (assumed from the 150 classes)"}
+    if cfg.num_classes == 171:
+        names, colours = coco_stuff_171()
+        return {"classes": names, "palette": colours,
+                "training_data": "COCO-Stuff (assumed from the 171 classes; FaPN-full's R101 release: COCO-Stuff-10K)"}
+    return {}
 
 
 def export_detectron2_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

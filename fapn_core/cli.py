@@ -122,6 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoints import CheckpointError
     from .data import open_dataset
     from .evaluation import evaluate, load_models, load_predictions
+    from .models.tta import TTASettings
     from .train import resolve_device
 
     if args.threads:
@@ -137,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         dataset = open_dataset(args.data)
-        models = load_models(args.models, device=str(device))
+        models = load_models(args.models, device=str(device), tta=TTASettings() if args.tta else None)
         models += load_predictions(args.predictions, dataset, ids=args.prediction_ids,
                                    taken=[m.label for m in models])
     except (CheckpointError, ValueError, FileNotFoundError) as e:
@@ -288,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, help="torch CPU threads")
     e.add_argument("--alignment", action="store_true",
                    help="also measure whether each FaPN-family model's FAM aligns (table 'alignment')")
+    e.add_argument("--tta", action="store_true",
+                   help="also score each semantic model with multi-scale + flip test-time augmentation (detectron2's "
+                        "TEST.AUG: short side 320..1120, long side <= 4480), as '<model> (TTA)' beside the "
+                        "single-scale row")
     b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
     b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn"])
     b.add_argument("--rcnn-models", nargs="+", default=["fpn_r50_maskrcnn", "fapn_r50_maskrcnn"])

@@ -281,6 +281,56 @@ def test_ade20k_errors(tmp_path) -> None:
         ADE20KDataset(root, "test")
 
 
+# --------------------------------------------------------------------------- COCO-Stuff-10K (MaskFormer's layout)
+def _coco_stuff(tmp_path: Path) -> Path:
+    base = tmp_path / "datasets" / "coco" / "coco_stuff_10k"
+    for split, stem in (("test", "COCO_train2014_000000000077"), ("train", "COCO_train2014_000000000009")):
+        _save_rgb(base / "images_detectron2" / split / f"{stem}.jpg", _img(3))
+        _save_ids(base / "annotations_detectron2" / split / f"{stem}.png", _grid([0, 79, 80, 170, 255]))
+    return base
+
+
+def test_coco_stuff_10k_classes_and_layout(tmp_path) -> None:
+    from fapn_core.data import CocoStuff10KDataset, open_dataset
+
+    base = _coco_stuff(tmp_path)
+    ds = CocoStuff10KDataset(tmp_path / "datasets")  # detectron2's DETECTRON2_DATASETS folder works too
+    assert len(ds) == 1 and ds.num_classes == 171 and ds.palette.shape == (171, 3)
+    names = ds.class_names
+    assert (names[0], names[79], names[80], names[170]) == ("person", "toothbrush", "banner", "wood")
+    d = ds[0]
+    assert d["name"] == "COCO_train2014_000000000077" and d["label"].ravel()[:5].tolist() == [0, 79, 80, 170, 255]
+    assert open_dataset(f"coco-stuff-10k:{base}:train")[0]["name"] == "COCO_train2014_000000000009"
+
+
+def test_coco_stuff_10k_errors(tmp_path) -> None:
+    from fapn_core.data import CocoStuff10KDataset
+
+    base = _coco_stuff(tmp_path)
+    lab = base / "annotations_detectron2/test/COCO_train2014_000000000077.png"
+    _save_ids(lab, _grid([0, 171, 254]))
+    with pytest.raises(ValueError, match=r"has values \[171, 254\] outside the 171 classes 0\.\.170"):
+        CocoStuff10KDataset(base)[0]
+    raw = tmp_path / "raw"
+    (raw / "annotations").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="raw release .*run the preparation script first"):
+        CocoStuff10KDataset(raw)
+    with pytest.raises(ValueError, match="unknown COCO-Stuff-10K split 'val'"):
+        CocoStuff10KDataset(base, "val")
+
+
+def test_official_semantic_cards_name_their_classes() -> None:
+    """MaskFormer releases: ADE20K-150 (R50, Swin-L) and COCO-Stuff-171 (R101) class names in the converted card."""
+    from fapn_core.checkpoints import official_class_fields
+    from fapn_core.models.zoo import get_model_config
+
+    ade = official_class_fields(get_model_config("fapn_swinl_maskformer"))
+    assert len(ade["classes"]) == 150 and ade["classes"][:2] == ["wall", "building"] and len(ade["palette"]) == 150
+    stuff = official_class_fields(get_model_config("fapn_r101_maskformer"))
+    assert len(stuff["classes"]) == 171 and stuff["classes"][80] == "banner" and "COCO-Stuff" in stuff["training_data"]
+    assert official_class_fields(get_model_config("fpn_r18_maskformer")) == {}  # 10 classes: no release
+
+
 # --------------------------------------------------------------------------- open_dataset
 def test_open_dataset_specs(tmp_path) -> None:
     s = open_dataset("synthetic:n=5,seed=1,size=64x96")

@@ -17,7 +17,8 @@ _LAZY = {
     "make_sample": "synthetic", "write_synthetic": "synthetic", "SyntheticSample": "synthetic",
     "THING_CLASSES": "synthetic",
     "SegmentationDataset": "datasets", "SyntheticDataset": "datasets", "FolderDataset": "datasets",
-    "CityscapesDataset": "cityscapes", "ADE20KDataset": "ade20k", "open_dataset": "registry",
+    "CityscapesDataset": "cityscapes", "ADE20KDataset": "ade20k", "CocoStuff10KDataset": "coco_stuff",
+    "open_dataset": "registry",
 }
 
 __all__ = [

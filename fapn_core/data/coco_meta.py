@@ -75,3 +75,31 @@ def coco_card_fields(task: str, num_classes: int, sem_seg_num_classes: int = 0) 
                    stuff_category_ids=[None] + [i for i, _, _ in COCO_STUFF],
                    stuff_palette=[[128, 128, 128]] + [list(c) for _, _, c in COCO_STUFF])
     return out
+
+
+# COCO-Stuff's 91 stuff classes (ids 92..182) as MaskFormer's COCO-Stuff-10K/164K use them: with the 80 things,
+# the 171 contiguous classes of its semantic models (class i = the i-th of things then stuff, in id order).
+COCO_STUFF_91: tuple[tuple[int, str], ...] = tuple(enumerate((
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage", "cardboard", "carpet",
+    "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard", "curtain", "desk-stuff",
+    "dirt", "door-stuff", "fence", "floor-marble", "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower",
+    "fog", "food-other", "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves",
+    "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper", "pavement",
+    "pillow", "plant-other", "plastic", "platform", "playingfield", "railing", "railroad", "river", "road", "rock",
+    "roof", "rug", "salad", "sand", "sea", "shelf", "sky-other", "skyscraper", "snow", "solid-other", "stairs",
+    "stone", "straw", "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile", "wall-wood",
+    "water-other", "waterdrops", "window-blind", "window-other", "wood"), start=92))
+
+
+def coco_stuff_171() -> tuple[list[str], list[list[int]]]:
+    """Names and RGB colours of the 171 COCO-Stuff classes (things' colours from COCO; stuff: the panoptic
+    colour where COCO panoptic has that class, else a fixed generic colour)."""
+    from .palettes import generic_palette
+
+    panoptic = {name: colour for _, name, colour in COCO_STUFF}
+    spare = generic_palette(len(COCO_STUFF_91) + 1)[1:]
+    names = [n for _, n, _ in COCO_THINGS] + [n for _, n in COCO_STUFF_91]
+    colours = [list(c) for _, _, c in COCO_THINGS] + [
+        list(panoptic.get(n, tuple(int(v) for v in spare[i]))) for i, (_, n) in enumerate(COCO_STUFF_91)]
+    return names, colours

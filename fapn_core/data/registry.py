@@ -9,6 +9,7 @@ SPEC_FORMS = (
     "folder:/path/to/root",
     "cityscapes:/path/to/root[:val]",
     "ade20k:/path/to/root[:validation]",
+    "coco-stuff-10k:/path/to/root[:test]",
     "coco-panoptic:/path/to/root[:val2017]",
 )
 
@@ -27,8 +28,8 @@ def _root_split(spec: str, rest: str, default: str) -> tuple[str, str]:
 
 
 def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationDataset:
-    """Open ``synthetic:...``, ``folder:<root>``, ``cityscapes:<root>[:<split>]``, ``ade20k:<root>[:<split>]`` or
-    ``coco-panoptic:<root>[:<split>]``."""
+    """Open ``synthetic:...``, ``folder:<root>``, ``cityscapes:<root>[:<split>]``, ``ade20k:<root>[:<split>]``,
+    ``coco-stuff-10k:<root>[:<split>]`` or ``coco-panoptic:<root>[:<split>]``."""
     kind, _, rest = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "synthetic":
@@ -63,6 +64,11 @@ def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationD
 
         root, split = _root_split(spec, rest, "validation")
         return ADE20KDataset(root, split, transform=transform)
+    if kind == "coco-stuff-10k":
+        from .coco_stuff import CocoStuff10KDataset
+
+        root, split = _root_split(spec, rest, "test")
+        return CocoStuff10KDataset(root, split, transform=transform)
     if kind == "coco-panoptic":
         from .coco_panoptic import CocoPanopticDataset
 

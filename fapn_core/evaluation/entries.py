@@ -12,14 +12,18 @@ import torch
 
 from ..checkpoints import resolve_model
 from ..data.predictions import PredictionSet, open_predictions
+from ..models.tta import TTASettings, predict_tta
 from ..models.zoo import count_parameters
 
 
 @dataclass
 class ModelEntry:
+    """A loaded model; with ``tta`` its labels come from multi-scale + flip test-time augmentation."""
+
     label: str
     model: torch.nn.Module
     card: dict[str, Any]
+    tta: TTASettings | None = None
 
     @property
     def num_params(self) -> int:
@@ -30,13 +34,15 @@ class ModelEntry:
         return int(self.model.num_classes)
 
     def labels(self, image: np.ndarray, index: int, amp: bool) -> np.ndarray:
-        return self.model.predict(image, amp=amp).argmax(0).cpu().numpy().astype(np.int64)
+        out = predict_tta(self.model, image, self.tta, amp=amp) if self.tta else self.model.predict(image, amp=amp)
+        return out.argmax(0).cpu().numpy().astype(np.int64)
 
     @property
     def has_fam(self) -> bool:
+        """Whether its FAM can be measured (single-scale entries only: one forward gives labels and captures)."""
         from ..introspect import neck_modules
 
-        return bool(neck_modules(self.model)[0])
+        return self.tta is None and bool(neck_modules(self.model)[0])
 
     def labels_and_fams(self, image: np.ndarray, amp: bool) -> tuple[np.ndarray, dict]:
         """Labels and the FAM captures (offsets, feat_up, lateral, output) of one forward."""
@@ -72,8 +78,11 @@ def model_task(entry: Any) -> str:
     return str(card.get("task") or getattr(getattr(entry, "model", None), "task", "semantic"))
 
 
-def load_models(specs: Sequence[str], *, device: str = "cpu") -> list[ModelEntry]:
-    """Model entries from names of bundled models or checkpoint paths (labels: card name or file stem)."""
+def load_models(specs: Sequence[str], *, device: str = "cpu", tta: TTASettings | None = None) -> list[ModelEntry]:
+    """Model entries from names of bundled models or checkpoint paths (labels: card name or file stem).
+
+    With ``tta`` each semantic model is scored twice: single-scale, and multi-scale + flip as ``<label> (TTA)``.
+    """
     entries: list[ModelEntry] = []
     for spec in specs:
         model, card = resolve_model(spec, device=device)
@@ -81,6 +90,8 @@ def load_models(specs: Sequence[str], *, device: str = "cpu") -> list[ModelEntry
         if label in {e.label for e in entries}:
             label = Path(spec).stem
         entries.append(ModelEntry(label, model, card))
+    if tta is not None:
+        entries += [ModelEntry(f"{e.label} (TTA)", e.model, e.card, tta) for e in entries if model_task(e) == "semantic"]
     return entries
 
 
