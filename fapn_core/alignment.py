@@ -9,9 +9,15 @@ From the captures of one inference (no second forward):
   parabola through its neighbours for the sub-pixel part.
   The displacement ``d`` is where to **sample** ``feat_up`` so that it matches the lateral feature,
   ``feat_up(p + d) ≈ lateral(p)`` — the convention of the deformable conv's offsets, so the two compare directly.
-  Flat regions have no defined displacement: each cell gets a confidence (the best cosine minus the window's
-  median) and cells below ``min_confidence``, whose best match lies on the window's edge (a shift beyond the
-  search radius), or whose window leaves the map (within ``radius`` cells of its border) are masked out.
+  Flat regions have no defined displacement: a cell is *measurable* only where both maps have texture around it
+  (local variance of the per-channel standardised features ≥ ``MIN_TEXTURE`` of the map's; a constant channel is
+  flat whatever its value) and its search window lies on the map. Each cell's peak strength (the best cosine minus
+  the window's median) is then judged against a **null**: the same statistic for the source rolled far beyond the
+  search radius (two rolls), which no true displacement relates to the reference. A match is *confident* when its
+  strength exceeds the null's ``1 − alpha`` quantile (and ``min_confidence``) and its best shift is not on the
+  window's edge (a shift beyond the radius). A third, independent roll gives the null's own confident share,
+  reported beside the real one, so a reader sees whether there is any signal at all: on unrelated fields the
+  confident share stays at or below ``FALSE_POSITIVE_RATE`` (tested).
 - :func:`agreement` — the learned offsets (mask-weighted mean over groups and kernel points, and the best-agreeing
   group) against that displacement: endpoint error and cosine of the angle, over confident cells, overall and split
   by distance to ground-truth boundaries.
@@ -36,20 +42,38 @@ import torch.nn.functional as F
 from .introspect import FAMCapture
 
 DEFAULT_RADIUS = 3
-DEFAULT_MIN_CONFIDENCE = 0.05
+DEFAULT_MIN_CONFIDENCE = 0.05  # an absolute floor under the null-calibrated threshold
+DEFAULT_ALPHA = 0.025  # threshold = the calibration null's 97.5th percentile of peak strength
+FALSE_POSITIVE_RATE = 0.05  # the stated rate: confident share on unrelated fields stays at or below it (tested)
+MIN_TEXTURE = 0.05  # local variance / map variance below which a cell is flat (unmeasurable)
 DEFAULT_CHANNELS = 32  # principal components the correlation runs on (bounds its cost for wide necks)
 BAND_WIDTHS_PX = (8,)  # image pixels: "near a boundary" = within 8 px of a ground-truth label boundary
 
 
+def _standardise_map(t: np.ndarray) -> torch.Tensor:
+    """A (C, h, w) map standardised per channel with its own statistics; a flat channel (std within float
+    rounding of its mean, whatever that value is) becomes zeros instead of amplified rounding noise."""
+    x = torch.as_tensor(t, dtype=torch.float32)
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    std = x.std(dim=(1, 2), keepdim=True)
+    flat = std <= 1e-5 * mean.abs().clamp_min(1e-6)
+    return torch.where(flat, torch.zeros_like(x), (x - mean) / std.clamp_min(1e-12))
+
+
 def _standardise(a: np.ndarray, ref: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Each (C, h, w) map standardised per channel with its own statistics (the two come from different layers
-    and scales), then unit-normalised per cell."""
-    def one(t: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(t, dtype=torch.float32)
-        x = (x - x.mean(dim=(1, 2), keepdim=True)) / x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        return F.normalize(x, dim=0)
+    and scales), then unit-normalised per cell (flat cells stay zero vectors)."""
+    return F.normalize(_standardise_map(a), dim=0), F.normalize(_standardise_map(ref), dim=0)
 
-    return one(a), one(ref)
+
+def _texture(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(h, w) local variance around each cell (``patch``×``patch``, mean over channels) of a standardised map, as a
+    fraction of the map's (1 for a textured channel): 0 on flat regions whatever their level."""
+    k = max(patch, 3)
+    pool = lambda t: F.avg_pool2d(t[None], k, stride=1, padding=k // 2, count_include_pad=False)[0]  # noqa: E731
+    var = (pool(x * x) - pool(x) ** 2).clamp_min(0)
+    live = (x.abs().amax(dim=(1, 2)) > 0).sum().clamp_min(1)
+    return var.sum(0) / live
 
 
 def _shared_projection(a: torch.Tensor, b: torch.Tensor, k: int, max_cells: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,35 +92,39 @@ def _shared_projection(a: torch.Tensor, b: torch.Tensor, k: int, max_cells: int 
 @dataclass
 class Displacement:
     """Estimated displacement of one level: ``field`` (2, h, w) = (dy, dx) in feature pixels, ``confidence``
-    (h, w), ``valid`` (h, w) bool (confident and not on the window's edge), the search ``radius``."""
+    (h, w) peak strength, ``valid`` (h, w) bool (confident: above the null's threshold, measurable, not on the
+    window's edge), ``measurable`` (h, w) bool (textured in both maps, window on the map), the search ``radius``,
+    the null-calibrated ``threshold`` and ``null_share``: the confident share of an independent null (unrelated
+    features), to read ``confident_share`` against."""
 
     field: np.ndarray
     confidence: np.ndarray
     valid: np.ndarray
     radius: int
+    measurable: np.ndarray | None = None
+    threshold: float = math.nan
+    null_share: float = math.nan
 
     @property
     def magnitude(self) -> np.ndarray:
         return np.hypot(self.field[0], self.field[1])
 
+    @property
+    def confident_share(self) -> float:
+        """Confident cells / measurable cells (0 when nothing is measurable)."""
+        m = self.measurable if self.measurable is not None else np.ones_like(self.valid)
+        return float(self.valid.sum() / m.sum()) if m.any() else 0.0
 
-def estimate_displacement(
-    source: np.ndarray, reference: np.ndarray, *, radius: int = DEFAULT_RADIUS,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE, patch: int = 3, channels: int | None = DEFAULT_CHANNELS,
-) -> Displacement:
-    """Displacement ``d`` with ``source(p + d) ≈ reference(p)`` for (C, h, w) maps (see the module docstring).
+    @property
+    def has_signal(self) -> bool:
+        """Whether the real pair matches clearly more often than unrelated features do (≥ 2× the null's share and
+        5 points above it)."""
+        return self.confident_share >= max(2 * self.null_share, self.null_share + 0.05)
 
-    ``channels``: correlate on the top principal components of both maps together (one shared projection, as the
-    PCA views use) when C is larger — the cost is (2r+1)² dot products of ``channels`` values per cell, bounded
-    whatever the neck width (at r = 3 and 32 components, 1,568 multiply-adds per cell).
-    """
-    if source.shape != reference.shape or source.ndim != 3:
-        raise ValueError(f"source {source.shape} and reference {reference.shape} must be the same (C, h, w)")
-    if not 1 <= radius <= 16:
-        raise ValueError(f"radius must be 1..16 feature pixels, got {radius}")
-    src, ref = _standardise(source, reference)
-    if channels and src.shape[0] > channels:
-        src, ref = _shared_projection(src, ref, channels)
+
+def _peaks(src: torch.Tensor, ref: torch.Tensor, radius: int, patch: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Correlation volume (k, k, h, w) of unit-normalised maps (patch-averaged), best score, its index, strength."""
     c, h, w = src.shape
     k = 2 * radius + 1
     padded = F.pad(src, (radius, radius, radius, radius))  # outside the map: zero vectors → cosine 0
@@ -110,8 +138,62 @@ def estimate_displacement(
                             count_include_pad=False).view(k, k, h, w)
     flat = cost.view(k * k, h, w)
     best, idx = flat.max(0)
+    return cost, best, idx, best - flat.median(0).values
+
+
+def _null_strength(src: torch.Tensor, ref: torch.Tensor, src_texture: torch.Tensor, shift: tuple[int, int],
+                   radius: int, patch: int, base: torch.Tensor, min_texture: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peak strength and measurable cells when the source is rolled by ``shift`` (beyond the search radius)."""
+    rolled = torch.roll(src, shift, dims=(1, 2))
+    _, _, idx, strength = _peaks(rolled, ref, radius, patch)
+    k = 2 * radius + 1
     iy, ix = idx // k, idx % k
-    conf = best - flat.median(0).values
+    edge = (iy == 0) | (iy == k - 1) | (ix == 0) | (ix == k - 1)
+    measurable = base & (torch.roll(src_texture, shift, dims=(0, 1)) >= min_texture)
+    return strength, measurable & ~edge, measurable
+
+
+def _null_shifts(h: int, w: int, radius: int) -> list[tuple[int, int]]:
+    """Three rolls of the source that move every cell by more than ``radius`` in at least one axis (two to
+    calibrate, one to report), spread over the map."""
+    out = []
+    for fy, fx in ((1 / 3, 1 / 3), (2 / 3, 2 / 3), (1 / 2, 1 / 2)):
+        sy, sx = int(round(h * fy)), int(round(w * fx))
+        if min(sy, h - sy) <= radius and min(sx, w - sx) <= radius:  # too small a map: move along the larger axis
+            sx = w // 2 if w >= h else 0
+            sy = h // 2 if h > w else 0
+        out.append((sy, sx))
+    return out
+
+
+def estimate_displacement(
+    source: np.ndarray, reference: np.ndarray, *, radius: int = DEFAULT_RADIUS,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE, patch: int = 3, channels: int | None = DEFAULT_CHANNELS,
+    alpha: float = DEFAULT_ALPHA, min_texture: float = MIN_TEXTURE,
+) -> Displacement:
+    """Displacement ``d`` with ``source(p + d) ≈ reference(p)`` for (C, h, w) maps (see the module docstring).
+
+    ``channels``: correlate on the top principal components of both maps together (one shared projection, as the
+    PCA views use) when C is larger — the cost is (2r+1)² dot products of ``channels`` values per cell, bounded
+    whatever the neck width (at r = 3 and 32 components, 1,568 multiply-adds per cell), four times over (the real
+    pair and three nulls).
+    """
+    if source.shape != reference.shape or source.ndim != 3:
+        raise ValueError(f"source {source.shape} and reference {reference.shape} must be the same (C, h, w)")
+    if not 1 <= radius <= 16:
+        raise ValueError(f"radius must be 1..16 feature pixels, got {radius}")
+    src_std, ref_std = _standardise_map(source), _standardise_map(reference)
+    # the source must be textured over the whole search window (a partly flat window inflates any peak), the
+    # reference around the cell
+    src_tex = -F.max_pool2d(-_texture(src_std, patch)[None], 2 * radius + 1, stride=1, padding=radius)[0]
+    ref_tex = _texture(ref_std, patch)
+    src, ref = F.normalize(src_std, dim=0), F.normalize(ref_std, dim=0)
+    if channels and src.shape[0] > channels:
+        src, ref = _shared_projection(src, ref, channels)
+    c, h, w = src.shape
+    k = 2 * radius + 1
+    cost, best, idx, conf = _peaks(src, ref, radius, patch)
+    iy, ix = idx // k, idx % k
 
     def subpixel(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         denom = lo - 2 * mid + hi
@@ -124,8 +206,21 @@ def estimate_displacement(
     dx = ix.float() - radius + subpixel(cost[iy, ixc - 1, yy, xx], best, cost[iy, ixc + 1, yy, xx]) * (~edge)
     inside = torch.zeros((h, w), dtype=torch.bool)
     inside[radius:h - radius, radius:w - radius] = True  # the whole search window lies on the map
-    valid = (~edge) & (conf >= min_confidence) & inside
-    return Displacement(torch.stack([dy, dx]).numpy(), conf.numpy(), valid.numpy(), radius)
+    base = inside & (ref_tex >= min_texture)
+    measurable = base & (src_tex >= min_texture)
+    *calib, report = _null_shifts(h, w, radius)
+    null_strengths = []
+    for shift in calib:
+        strength, _, null_measurable = _null_strength(src, ref, src_tex, shift, radius, patch, base, min_texture)
+        null_strengths.append(strength[null_measurable])
+    pooled = torch.cat(null_strengths)
+    threshold = max(float(torch.quantile(pooled, 1 - alpha)) if pooled.numel() else math.inf, min_confidence)
+    strength, null_ok, null_measurable = _null_strength(src, ref, src_tex, report, radius, patch, base, min_texture)
+    n_null = int(null_measurable.sum())
+    null_share = float((null_ok & (strength >= threshold)).sum() / n_null) if n_null else 0.0
+    valid = measurable & ~edge & (conf >= threshold)
+    return Displacement(torch.stack([dy, dx]).numpy(), conf.numpy(), valid.numpy(), radius, measurable.numpy(),
+                        threshold, null_share)
 
 
 def _cosine_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -175,24 +270,31 @@ class LevelAlignment:
     mean_similarity: dict[str, float] = field(default_factory=dict)
 
     def verdict(self) -> str:
-        """One line on what the numbers say for this level."""
+        """One line on what the numbers say for this level ("no measurable signal" when the real pair matches no
+        more often than unrelated features do)."""
         d = self.displacement
-        frac = float(d.valid.mean()) if d.valid.size else 0.0
         est = float(np.median(d.magnitude[d.valid])) if d.valid.any() else math.nan
         learned = float(np.median(np.hypot(*self.learned)))
         sim = self.mean_similarity
         gain = sim.get("after", math.nan) - sim.get("before", math.nan)
-        parts = [f"{self.level}: {frac:.0%} of cells have a confident match; estimated misalignment median "
-                 f"{est:.2f} feature px, learned mean offset median {learned:.2f} px"]
-        epe, cos = self.overall["epe"], self.overall["cosine"]
-        if not math.isnan(epe):
-            agrees = cos > 0.5 and epe < max(0.5, est)
-            parts.append(f"offsets {'follow' if agrees else 'do not follow'} the misalignment "
-                         f"(EPE {epe:.2f} px, cosine {cos:.2f})")
+        share = (f"{d.confident_share:.0%} of measurable cells match confidently (unrelated features: "
+                 f"{d.null_share:.0%})")
+        if not d.has_signal:
+            parts = [f"{self.level}: no measurable signal — {share}, so there is no misalignment to compare the "
+                     f"learned offsets with (median {learned:.2f} feature px)"]
+        else:
+            parts = [f"{self.level}: {share}; estimated misalignment median {est:.2f} feature px, learned mean "
+                     f"offset median {learned:.2f} px"]
+            epe, cos = self.overall["epe"], self.overall["cosine"]
+            if not math.isnan(epe):
+                agrees = cos > 0.5 and epe < max(0.5, est)
+                parts.append(f"offsets {'follow' if agrees else 'do not follow'} the misalignment "
+                             f"(EPE {epe:.2f} px, cosine {cos:.2f})")
         if not math.isnan(gain):
-            parts.append(f"similarity to the lateral feature {'rises' if gain > 0.02 else 'falls' if gain < -0.02 else 'is unchanged'} "
-                         f"after the FAM ({sim['before']:.2f} → {sim['after']:.2f})")
-        if learned > 2 * max(est, 0.25) and not math.isnan(est):
+            change = "rises" if gain > 0.02 else "falls" if gain < -0.02 else "is unchanged"
+            parts.append(f"similarity to the lateral feature {change} after the FAM ({sim['before']:.2f} → "
+                         f"{sim['after']:.2f})")
+        if d.has_signal and not math.isnan(est) and learned > 2 * max(est, 0.25):
             parts.append("the offsets are much larger than the misalignment: the DCN samples context rather than "
                          "correcting a shift")
         return "; ".join(parts) + "."
@@ -248,13 +350,16 @@ def similarity(lateral: np.ndarray, topdown: np.ndarray) -> np.ndarray:
 
 
 def summarize(levels: Iterable[LevelAlignment]) -> list[dict[str, float | str]]:
-    """One row per level for tables: EPE/cosine (overall, near/away from boundaries), confident share, magnitudes
-    (feature px) and mean similarity before/after."""
+    """One row per level for tables: measurable share, confident share of measurable cells beside the null's
+    (unrelated features), EPE/cosine (overall, near/away from boundaries), magnitudes (feature px) and mean
+    similarity before/after."""
     rows = []
     for la in levels:
         d = la.displacement
+        measurable = d.measurable if d.measurable is not None else np.ones_like(d.valid)
         row: dict[str, float | str] = {
-            "level": la.level, "stride": la.stride, "confident": float(d.valid.mean()),
+            "level": la.level, "stride": la.stride, "measurable": float(measurable.mean()),
+            "confident": d.confident_share, "null_confident": d.null_share,
             "est_px": float(np.median(d.magnitude[d.valid])) if d.valid.any() else math.nan,
             "learned_px": float(np.median(np.hypot(*la.learned))),
             "epe": la.overall["epe"], "cosine": la.overall["cosine"],

@@ -71,16 +71,21 @@ if guards.require_ready(ctx):
         st.info(str(e))
     st.subheader("Does the FAM align?")
     st.caption("A local correlation between the upsampled coarse feature and the lateral (FSM) feature estimates "
-               "where the upsampled one would have to be sampled to match (sub-pixel; flat or ambiguous cells are "
-               "masked). If the FAM aligns, its learned offsets point the same way and its output is closer to the "
-               "lateral feature than its input. Feature pixels of the level (fapn_core/alignment.py).")
+               "where the upsampled one would have to be sampled to match (sub-pixel; flat cells are unmeasurable). "
+               "A match counts as confident only when its peak beats what unrelated features reach (the source "
+               "rolled far beyond the search radius): the share of confident cells is shown beside that null's, "
+               "and when they are alike there is no measurable signal. If the FAM aligns, its learned offsets "
+               "point the same way and its output is closer to the lateral feature than its input. Feature pixels "
+               "of the level (fapn_core/alignment.py).")
     radius = st.select_slider("Search radius (feature px)", [1, 2, 3, 4, 5], value=3, key="off_radius")
     la = ctx.alignment("b" if which.startswith("B") else "a", level, radius)
     st.info(la.verdict())
     d = la.displacement
     est = float(np.median(d.magnitude[d.valid])) if d.valid.any() else float("nan")
     a1, a2, a3, a4, a5 = st.columns(5)
-    a1.metric("confident cells", f"{d.valid.mean():.0%}")
+    a1.metric("confident cells", f"{d.confident_share:.0%}", delta=f"null {d.null_share:.0%}", delta_color="off",
+              help="share of measurable cells with a confident match; 'null': the same for unrelated features "
+                   "(the false-positive level). Alike: no measurable signal")
     a2.metric("estimated shift", f"{est:.2f} px", help="median |d| over confident cells, feature pixels")
     a3.metric("learned offset", f"{np.median(np.hypot(*la.learned)):.2f} px", help="median |mask-weighted mean offset|")
     a4.metric("endpoint error", f"{la.overall['epe']:.2f} px", help="learned vs estimated, confident cells")

@@ -67,9 +67,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             known[key] = known.get(key, 0) + 1
     lines = [say(known[key]) for key, say in _NOT_CHECKED if key in known]
     lines += [f"{n} skipped: {reason}" for reason, n in other.items()]
-    deselected = len(terminalreporter.stats.get("deselected", []))
-    if deselected and "not slow" in (config.getoption("markexpr") or ""):
-        lines.append(f"{deselected} slow test(s) left out by default (the 8-user load test, ~2 min): "
+    slow = [i for i in terminalreporter.stats.get("deselected", []) if i.get_closest_marker("slow") is not None]
+    if slow and "not slow" in (config.getoption("markexpr") or ""):
+        lines.append(f"{len(slow)} slow test(s) left out by default (the 8-user load test, ~2 min): "
                      "bash scripts/run_tests.sh -m slow")
     if lines:
         terminalreporter.write_sep("-", "not checked in this run")

@@ -125,3 +125,62 @@ def test_fpn_topdown_is_detectron2s_nearest_sum():
     p4_in = np.repeat(np.repeat(lat["p5"], 2, 1), 2, 2)
     np.testing.assert_allclose(td["p4"], p4_in)
     np.testing.assert_allclose(td["p3"], np.repeat(np.repeat(lat["p4"] + p4_in, 2, 1), 2, 2), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ issue #24: a confidence that separates signal
+@pytest.mark.parametrize("c", [16, 96])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unrelated_textured_fields_stay_at_the_stated_false_positive_rate(c, seed):
+    """Two fields no shift relates: confident share ≤ FALSE_POSITIVE_RATE (it was 13–52 % before calibration), at
+    every radius; the independent null reads the same and the verdict says there is no signal."""
+    from fapn_core.alignment import FALSE_POSITIVE_RATE
+
+    a, b = _smooth_features(c, 48, 64, seed).numpy(), _smooth_features(c, 48, 64, seed + 10).numpy()
+    for radius in (2, 4):
+        d = estimate_displacement(a, b, radius=radius)
+        assert d.measurable.mean() > 0.5  # textured: the cells are judged, and rejected
+        assert d.confident_share <= FALSE_POSITIVE_RATE, (radius, d.confident_share)
+        assert d.null_share <= FALSE_POSITIVE_RATE and not d.has_signal
+
+
+@pytest.mark.parametrize("value", [0.0, 0.7, 3.3, 1000.0])
+def test_a_constant_feature_is_unmeasurable_whatever_its_value(value):
+    """A constant lateral (or source) has no texture: no cell is measurable, none confident — for every constant
+    (before, 0.7 / 0.1 / 3.3 gave 26–28 % confident cells from amplified rounding noise)."""
+    tex = _smooth_features(16, 48, 64, 0).numpy()
+    flat = np.full_like(tex, value)
+    for src, ref in ((tex, flat), (flat, tex)):
+        d = estimate_displacement(src, ref)
+        assert not d.measurable.any() and not d.valid.any() and d.confident_share == 0.0
+
+
+def test_flat_halves_are_unmeasurable_and_the_textured_half_still_matches():
+    ref, src = _pair(16, 48, 64, 1.5, -0.75)
+    ref[:, :, :32], src[:, :, :32] = 0.7, 0.7
+    d = estimate_displacement(src.numpy(), ref.numpy(), radius=3)
+    assert not d.valid[:, :32].any() and not d.measurable[:, :30].any()
+    assert d.valid[:, 36:].mean() > 0.25 and d.has_signal
+    err = np.hypot(d.field[0][d.valid] - 1.5, d.field[1][d.valid] + 0.75)
+    assert np.median(err) < 0.15
+
+
+def test_a_known_piecewise_shift_is_recovered_in_each_piece():
+    """Left half shifted by (1, −2), right half by (−1.5, 0.5): each piece's confident cells report its own shift."""
+    big = _smooth_features(16, 64, 80, 4)
+    left, right = _shift(big, 1.0, -2.0), _shift(big, -1.5, 0.5)
+    src = torch.cat([left[:, 8:-8, 8:40], right[:, 8:-8, 40:-8]], 2)
+    ref = big[:, 8:-8, 8:-8]
+    d = estimate_displacement(src.numpy(), ref.numpy(), radius=3)
+    assert d.has_signal
+    for cols, (dy, dx) in ((slice(0, 26), (1.0, -2.0)), (slice(38, 64), (-1.5, 0.5))):
+        cells = np.zeros_like(d.valid)
+        cells[:, cols] = d.valid[:, cols]
+        assert cells.sum() > 100
+        err = np.hypot(d.field[0][cells] - dy, d.field[1][cells] - dx)
+        assert np.median(err) < 0.15, (dy, dx, np.median(err))
+
+
+def test_a_shift_beyond_the_radius_gives_no_confident_cells():
+    ref = _smooth_features(16, 48, 64, 3)
+    far = estimate_displacement(_shift(ref, 6.0, 0.0).numpy(), ref.numpy(), radius=2)
+    assert far.confident_share <= 0.05 and not far.has_signal

@@ -466,7 +466,9 @@ def test_offsets_page_alignment_numbers_equal_the_library():
     ref = align_level(fam, gt=gt, radius=2)
     assert any(ref.verdict()[:40] in i.value for i in at.info), [i.value for i in at.info]
     shown = {m.label: m.value for m in at.metric}
-    assert shown["confident cells"] == f"{ref.displacement.valid.mean():.0%}"
+    assert shown["confident cells"] == f"{ref.displacement.confident_share:.0%}"  # of measurable cells
+    deltas = {m.label: m.delta for m in at.metric}
+    assert deltas["confident cells"] == f"null {ref.displacement.null_share:.0%}"  # beside unrelated features' share
     assert shown["endpoint error"] == f"{ref.overall['epe']:.2f} px"
     table = at.dataframe[-1].value
     assert list(table["where"])[:3] == ["all confident", "within 8 px of a GT boundary", "away from boundaries"]
