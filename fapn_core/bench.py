@@ -51,7 +51,9 @@ def count_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 
     """FLOPs of one inference forward (reference DCN path so the op is visible), total and per part."""
     x = torch.zeros(batch, 3, *image_hw, device=next(model.parameters()).device)
     counter = flop_counter()
-    with torch.inference_mode(), dcn_impl("reference"), counter:
+    # no_grad, not inference_mode: the counter's module tracker hooks parameters passed as module inputs
+    # (MaskFormer's query embedding), which needs autograd views
+    with torch.no_grad(), dcn_impl("reference"), counter:
         model(x)
     per_module = counter.get_flop_counts()
     total = int(counter.get_total_flops())
@@ -324,6 +326,47 @@ def bench_train_step(names: Sequence[str], *, batch: int = 8, crop: tuple[int, i
 
 # ------------------------------------------------------------------------------------------------ report
 RCNN_STAGES = ("backbone", "neck", "rpn", "box head", "mask head", "semantic head", "postprocess + paste")
+MASKFORMER_STAGES = ("backbone", "pixel decoder", "transformer", "semantic inference + rest")
+
+
+def module_times(model: torch.nn.Module, x: torch.Tensor, timed: dict[str, torch.nn.Module | Sequence[torch.nn.Module]],
+                 repeats: int = 3) -> dict[str, float]:
+    """Median milliseconds of each named module (or modules, summed) per inference of ``model(x)``, from forward
+    hooks, and of the whole forward (``total``); one warm-up run first."""
+    dev = x.device
+    starts: dict[int, float] = {}
+    samples: dict[str, list[float]] = {k: [] for k in [*timed, "total"]}
+    current: dict[str, float] = {}
+
+    def pre(mod, inputs):
+        _sync(dev)
+        starts[id(mod)] = time.perf_counter()
+
+    def post(name):
+        def hook(mod, inputs, out):
+            _sync(dev)
+            current[name] = current.get(name, 0.0) + time.perf_counter() - starts[id(mod)]
+        return hook
+
+    mods = {n: ([m] if isinstance(m, torch.nn.Module) else list(m)) for n, m in timed.items()}
+    handles = [h for n, ms in mods.items() for m in ms
+               for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post(n)))]
+    try:
+        with torch.inference_mode():
+            model(x)  # warm-up
+            for _ in range(repeats):
+                current.clear()
+                _sync(dev)
+                t = time.perf_counter()
+                model(x)
+                _sync(dev)
+                samples["total"].append(time.perf_counter() - t)
+                for n in timed:
+                    samples[n].append(current.get(n, 0.0))
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: statistics.median(v) * 1000 if v else 0.0 for k, v in samples.items()}
 
 
 def detector_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
@@ -338,44 +381,53 @@ def detector_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int =
         timed.update(mask_pool=model.roi_heads.mask_pooler, mask=model.roi_heads.mask_head)
     if hasattr(model, "head"):
         timed["semantic head"] = model.head
-    dev = x.device
-    starts: dict[str, float] = {}
-    samples: dict[str, list[float]] = {k: [] for k in [*timed, "total"]}
-
-    def pre(name):
-        def hook(mod, inputs):
-            _sync(dev)
-            starts[name] = time.perf_counter()
-        return hook
-
-    def post(name):
-        def hook(mod, inputs, out):
-            _sync(dev)
-            samples[name].append(time.perf_counter() - starts[name])
-        return hook
-
-    handles = [h for n, m in timed.items() for h in (m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n)))]
-    try:
-        with torch.inference_mode():
-            model(x)  # warm-up
-            for v in samples.values():
-                v.clear()
-            for _ in range(repeats):
-                _sync(dev)
-                t = time.perf_counter()
-                model(x)
-                _sync(dev)
-                samples["total"].append(time.perf_counter() - t)
-    finally:
-        for h in handles:
-            h.remove()
-    med = {k: statistics.median(v) * 1000 if v else 0.0 for k, v in samples.items()}
+    med = module_times(model, x, timed, repeats)
     mask = med.get("mask_pool", 0.0) + med.get("mask", 0.0)
     out = {"backbone": med["backbone"], "neck": med["neck"], "rpn": med["rpn"], "box head": med["roi"] - mask,
            "mask head": mask, "semantic head": med.get("semantic head", 0.0)}
     out["postprocess + paste"] = med["total"] - sum(out.values())
     out["total"] = med["total"]
     return out
+
+
+def maskformer_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Median milliseconds per stage of one MaskFormer inference: backbone, pixel decoder (levels and the mask
+    features), transformer predictor (decoder, class and mask embeddings), and the rest (normalisation, padding,
+    semantic inference: mask upsampling, softmax × sigmoid, crop)."""
+    med = module_times(model, x, {"backbone": model.backbone, "pixel decoder": [model.neck, model.neck.mask_features],
+                                  "transformer": model.head}, repeats)
+    out = {k: med[k] for k in ("backbone", "pixel decoder", "transformer")}
+    out["semantic inference + rest"] = med["total"] - sum(out.values())
+    out["total"] = med["total"]
+    return out
+
+
+def bench_maskformer(names: Sequence[str], size: str = "640x640", *, repeats: int = 3, device: str = "cpu",
+                     trained_offsets: bool = True, progress: Callable[[str], None] | None = None,
+                     ) -> tuple[list[ModelRow], dict[str, dict[str, float]]]:
+    """MaskFormer models at one input size (random weights, each release's class count): the
+    :func:`bench_models` row (latency, FLOPs incl. DCN and attention, peak memory) and
+    :func:`maskformer_stage_times`, measured round-robin so machine load affects every model alike."""
+    from .data.synthetic import make_sample
+    from .models.zoo import get_model_config
+
+    rows = [r for n in names for r in bench_models([n], [size], repeats=repeats, device=device,
+                                                    trained_offsets=trained_offsets, progress=progress,
+                                                    num_classes=get_model_config(n).num_classes)]
+    hw = SIZES[size] if size in SIZES else tuple(int(v) for v in size.split("x"))
+    dev = torch.device(device)
+    x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
+    models = {n: build_model(n).to(dev).eval() for n in names}
+    if trained_offsets:
+        for m in models.values():
+            set_trained_like_offsets(m, x)
+    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(repeats):
+        if progress:
+            progress(f"stages, round {r + 1}/{repeats}")
+        for n, m in models.items():
+            runs[n].append(maskformer_stage_times(m, x, 1))
+    return rows, {n: {k: statistics.median(d[k] for d in v) for k in v[0]} for n, v in runs.items()}
 
 
 def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3, device: str = "cpu",
@@ -412,8 +464,8 @@ def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3
 def format_stage_table(stages: dict[str, dict[str, float]]) -> str:
     names = list(stages)
     lines = ["| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for st in (*RCNN_STAGES, "total"):
-        if all(stages[n].get(st, 0.0) == 0.0 for n in names):
+    for st in (*RCNN_STAGES, *MASKFORMER_STAGES, "total"):
+        if all(stages[n].get(st, 0.0) == 0.0 for n in names):  # stages the family does not have
             continue
         lines.append(f"| {st} | " + " | ".join(f"{stages[n][st]:.0f}" for n in names) + " |")
     return "\n".join(lines)

@@ -200,6 +200,15 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.ratio_table(rows), "\n")
         print("Time per stage (ms, median):\n")
         print(bench.format_stage_table(stages), "\n")
+    if "maskformer" in args.what:
+        rows, stages = bench.bench_maskformer(args.maskformer_models, args.maskformer_size, repeats=args.repeats,
+                                              device=device, trained_offsets=not args.zero_offsets, progress=say)
+        print(f"## MaskFormer (inference, batch 1, {args.maskformer_size}, the releases' class counts, random "
+              "weights)\n")
+        print(bench.format_model_table(rows), "\n")
+        print(bench.ratio_table(rows), "\n")
+        print("Time per stage (ms, median):\n")
+        print(bench.format_stage_table(stages), "\n")
     if "train" in args.what:
         t = bench.bench_train_step(["fpn_r18_semfpn", "fapn_r18_semfpn"], repeats=args.repeats, device=device)
         print("## Training step (R18 Semantic FPN, batch 8, 256×256 crops, AdamW)\n")
@@ -294,9 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "TEST.AUG: short side 320..1120, long side <= 4480), as '<model> (TTA)' beside the "
                         "single-scale row")
     b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
-    b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn"])
+    b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn",
+                                                                                   "maskformer"])
     b.add_argument("--rcnn-models", nargs="+", default=["fpn_r50_maskrcnn", "fapn_r50_maskrcnn"])
     b.add_argument("--rcnn-size", default="800x1333")
+    b.add_argument("--maskformer-models", nargs="+", default=["fpn_swinl_maskformer", "fapn_swinl_maskformer"])
+    b.add_argument("--maskformer-size", default="640x640")
     b.add_argument("--device", default="auto")
     b.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
     b.add_argument("--channels", nargs="+", type=int, default=[128, 256])

@@ -99,3 +99,19 @@ def test_build_ext_command_reports_a_failed_build_and_exits_nonzero(monkeypatch,
     err = capsys.readouterr().err
     assert "could not build the compiled CPU DCN" in err and "g++: command not found" in err
     assert "PyTorch fast path" in err
+
+
+def test_maskformer_bench_rows_stages_and_attention_flops():
+    """``fapn bench maskformer`` on the light pair: stage times add up, FLOPs count the transformer (attention
+    included: more queries → more head FLOPs) and FaPN's pixel decoder costs more than the plain one."""
+    from fapn_core.bench import bench_maskformer, count_flops
+
+    rows, stages = bench_maskformer(["fpn_r18_maskformer", "fapn_r18_maskformer"], "64x96", repeats=1)
+    assert [r.model for r in rows] == ["fpn_r18_maskformer", "fapn_r18_maskformer"]
+    assert rows[1].gflops > rows[0].gflops
+    for st in stages.values():
+        parts = st["backbone"] + st["pixel decoder"] + st["transformer"] + st["semantic inference + rest"]
+        assert abs(parts - st["total"]) < 1e-6 and st["transformer"] > 0 and st["pixel decoder"] > 0
+    few = count_flops(build_model("fpn_r18_maskformer", num_queries=10).eval(), (64, 96))
+    many = count_flops(build_model("fpn_r18_maskformer", num_queries=100).eval(), (64, 96))
+    assert many["head"] > few["head"] > 0 and many["backbone"] == few["backbone"]
