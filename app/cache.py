@@ -10,6 +10,7 @@
 | :func:`gt_annotations_cached`: GT objects from PNGs | GT key × instance key × thing classes | data |
 | :func:`detection_compare_cached`: COCO matching A/B | model keys × image × AMP × GT key × categories | data |
 | :func:`agreement_cached`: objects only A / only B find | model keys × image × AMP × score threshold | data |
+| :func:`query_borders_cached`: MaskFormer segments A vs B | model keys × image × AMP | data |
 | :func:`samples`, :func:`read_sample`: the gallery | sample name | data |
 | :func:`decode_upload`, :func:`decode_coco`: uploads | upload bytes (× limits / image size) | data |
 
@@ -36,7 +37,7 @@ from fapn_core.metrics import compare
 from fapn_core.metrics import detection_pair as dp
 from fapn_core.models.rcnn.panoptic import panoptic_to_labels
 
-CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features")
+CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features", "queries")
 
 # ----------------------------------------------------------------------------------------- inference cache
 _COMPUTED: dict[str, int] = {}
@@ -113,6 +114,14 @@ def detection_compare_cached(key_a: str, key_b: str, image_key: str, amp: bool, 
 @st.cache_data(max_entries=32, show_spinner=False)
 def agreement_cached(key_a: str, key_b: str, image_key: str, amp: bool, score_thresh: float, _ra, _rb):
     return dp.agree_detections(_ra, _rb, score_thresh=score_thresh)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def query_borders_cached(key_a: str, key_b: str, image_key: str, amp: bool, _qa, _qb, _image: np.ndarray):
+    """Where two MaskFormers' query segments end differently (``fapn_core.viz.queries.border_comparison``)."""
+    from fapn_core.viz.queries import border_comparison
+
+    return border_comparison(_image, _qa, _qb)
 
 
 # ------------------------------------------------------------------------------------------------ images

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PAIRS = {"semantic": ("fpn_r18_semfpn", "fapn_r18_semfpn"), "panoptic": ("fpn_r18_panoptic", "fapn_r18_panoptic")}
-PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "queries", "attribution", "dataset", "models",
+         "about"]
 
 
 def _png(arr) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
-PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "attribution", "dataset", "models", "about"]
+PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "queries", "attribution", "dataset", "models",
+         "about"]
 
 
 def app(timeout: float = 300):
