@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -25,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .models.maskformer import convert as maskformer_convert
+from .models.panopticfcn import convert as panopticfcn_convert
 from .models.zoo import ModelConfig, build_from_config, count_parameters, get_model_config
 
 CARD_KEY = "fapn_card"
@@ -38,6 +40,7 @@ class CheckpointError(ValueError):
 
 # ----------------------------------------------------------------------------------------------- key mapping
 _D2_RULES: list[tuple[re.Pattern[str], str]] = [
+    *panopticfcn_convert.D2_RULES,  # PanopticFCN: top_block, position/kernel heads, feature encoder
     (re.compile(r"^backbone\.bottom_up\."), "backbone."),
     (re.compile(r"^backbone\.fan_align(\d)\.lateral_conv\."), r"neck.align\1.lateral."),
     (re.compile(r"^backbone\.fan_align(\d)\.offset\."), r"neck.align\1.offset."),
@@ -45,6 +48,12 @@ _D2_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^backbone\.fan_align(\d)\.(weight|bias)$"), r"neck.lateral\1.\2"),
     (re.compile(r"^backbone\.fpn_lateral(\d)\."), r"neck.lateral\1."),
     (re.compile(r"^backbone\.fpn_output(\d)\."), r"neck.output\1."),
+    # PointRend instance checkpoints saved before detectron2 renamed the heads (what PointRendROIHeads and
+    # ConvFCHead convert when a checkpoint has no version metadata); no-ops on current checkpoints
+    (re.compile(r"^roi_heads\.(?:mask_coarse_head|mask_head\.coarse_head)\.coarse_mask_fc(\d+)\."),
+     r"roi_heads.mask_head.coarse_head.fc\1."),
+    (re.compile(r"^roi_heads\.mask_coarse_head\."), "roi_heads.mask_head.coarse_head."),
+    (re.compile(r"^roi_heads\.mask_point_head\."), "roi_heads.mask_head.point_head."),
     (re.compile(r"^sem_seg_head\.coarse_sem_seg_head\."), "head.coarse_sem_seg_head."),
     (re.compile(r"^sem_seg_head\.point_head\."), "head.point_head."),
     *maskformer_convert.D2_RULES,  # MaskFormer: pixel decoder → neck., transformer predictor → head.
@@ -78,6 +87,8 @@ def native_to_detectron2(key: str, neck: str, head: str = "") -> str:
     ``"maskformer"`` for MaskFormer keys, whose backbone has no ``bottom_up``)."""
     if head == "maskformer":
         return maskformer_convert.native_to_official(key)
+    if head == "panopticfcn":
+        return panopticfcn_convert.native_to_official(key, neck)
     m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
     if m:
         return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"
@@ -187,6 +198,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
 
     if "head.query_embed.weight" in keys or any(k.startswith("neck.mask_features.") for k in keys):
         return maskformer_convert.infer_config(sd, shape, CheckpointError)
+    if panopticfcn_convert.is_panopticfcn_state_dict(keys):
+        cfg, options = panopticfcn_convert.infer_config(sd, shape, CheckpointError)
+        return cfg.replace(**options)
     if any(k.startswith("neck.align") for k in keys):
         align_keys = [k for k in keys if k.startswith("neck.align")]
         if any(".dcn.conv_offset_mask" in k for k in align_keys):
@@ -209,7 +223,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
     frozen = "backbone.stem.conv1.norm.num_batches_tracked" not in keys
     head_kwargs = _infer_head(keys, shape)
     head = head_kwargs["head"]
-    if head in ("fasterrcnn", "maskrcnn", "panoptic") and frozen:
+    if head in ("fasterrcnn", "maskrcnn", "panoptic", "pointrend_rcnn") and frozen:
         head_kwargs["freeze_at"] = 2  # detectron2's default; keys cannot tell, and it only matters for training
     kwargs: dict[str, Any] = dict(
         neck=neck, depth=depth, **head_kwargs,
@@ -235,11 +249,6 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
 
 def _infer_head(keys: set[str], shape) -> dict[str, Any]:
     """Head name and sizes from native key names: semantic (``head.*``) and/or R-CNN (``roi_heads.*``)."""
-    if any(k.startswith(("roi_heads.mask_head.point_head.", "roi_heads.mask_head.coarse_head.")) for k in keys):
-        raise CheckpointError(
-            "this is a PointRend instance-segmentation checkpoint (roi_heads.mask_head.coarse_head/point_head): "
-            "recognised, but its mask head is not implemented here; supported R-CNN heads are Faster R-CNN, "
-            "Mask R-CNN and Panoptic FPN")
     if "roi_heads.box_predictor.bbox_pred.weight" in keys:
         out: dict[str, Any] = dict(
             num_classes=shape("roi_heads.box_predictor.bbox_pred.weight")[0] // 4,
@@ -249,6 +258,9 @@ def _infer_head(keys: set[str], shape) -> dict[str, Any]:
             raise CheckpointError("roi_heads.box_predictor: cls_score has "
                                   f"{shape('roi_heads.box_predictor.cls_score.weight')[0]} outputs, expected "
                                   f"{out['num_classes'] + 1} (K classes + background) for a class-specific bbox_pred")
+        if any(k.startswith(("roi_heads.mask_head.point_head.", "roi_heads.mask_head.coarse_head.")) for k in keys):
+            out.update(_infer_point_rend_head(keys, shape, out["num_classes"]))
+            return out
         mask = "roi_heads.mask_head.predictor.weight" in keys
         if mask:
             out["mask_conv_dims"] = shape("roi_heads.mask_head.mask_fcn1.weight")[0]
@@ -269,8 +281,41 @@ def _infer_head(keys: set[str], shape) -> dict[str, Any]:
     return dict(head=head, num_classes=num_classes, head_conv_dims=head_dims)
 
 
-def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelConfig:
-    """Native :class:`ModelConfig` from a detectron2 ``cfg.dump()`` (YAML path, text or loaded dict)."""
+def _infer_point_rend_head(keys: set[str], shape, num_classes: int) -> dict[str, Any]:
+    """PointRend instance mask head sizes (``pointrend_rcnn``) from ``roi_heads.mask_head.{coarse,point}_head.*``;
+    the subdivision schedule is not in the weights and stays the official one (784 points, 5 steps)."""
+    what = "PointRend instance-segmentation checkpoint (roi_heads.mask_head.coarse_head/point_head)"
+    ch, ph = "roi_heads.mask_head.coarse_head.", "roi_heads.mask_head.point_head."
+
+    def dims(k: str) -> tuple[int, ...]:
+        try:
+            return shape(k)
+        except CheckpointError:
+            raise CheckpointError(f"{what} without PointRend's layout: key {k!r} is missing") from None
+
+    conv_dim = dims(ch + "reduce_spatial_dim_conv.weight")[0]
+    num_fc = len({k for k in keys if re.match(re.escape(ch) + r"fc\d+\.weight$", k)})
+    fc_dim, fc_in = dims(ch + "fc1.weight")
+    pooler = round(2 * math.sqrt(fc_in / conv_dim))
+    out_dim = dims(ch + "prediction.weight")[0]
+    side = round(math.sqrt(out_dim / num_classes))
+    point_num_fc = len({k for k in keys if re.match(re.escape(ph) + r"fc\d+\.weight$", k)})
+    point_fc_dim = dims(ph + "fc1.weight")[0]
+    predictor = dims(ph + "predictor.weight")
+    if conv_dim * pooler * pooler // 4 != fc_in or side * side * num_classes != out_dim or predictor[0] != num_classes:
+        raise CheckpointError(f"{what}: coarse head fc1 {fc_in} inputs, prediction {out_dim} outputs and point "
+                              f"predictor {predictor[0]} outputs do not fit {num_classes} class-specific masks")
+    each_layer = (dims(ph + "fc2.weight") if point_num_fc > 1 else predictor)[1] == point_fc_dim + num_classes
+    return dict(head="pointrend_rcnn", mask_conv_dims=conv_dim, mask_fc_dim=fc_dim, mask_num_fc=num_fc,
+                mask_pooler_resolution=pooler, mask_coarse_resolution=side, point_fc_dim=point_fc_dim,
+                point_num_fc=point_num_fc, point_coarse_pred_each_layer=each_layer)
+
+
+def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike, *, neck: str | None = None) -> ModelConfig:
+    """Native :class:`ModelConfig` from a detectron2 ``cfg.dump()`` (YAML path, text or loaded dict).
+
+    ``neck``: ``"fapn"``/``"fpn"`` for a PanopticFCN dump, which does not name its neck (from the checkpoint's keys).
+    """
     import yaml
 
     if isinstance(cfg, (str, os.PathLike)) and Path(cfg).is_file():
@@ -285,10 +330,16 @@ def config_from_detectron2(cfg: Mapping[str, Any] | str | os.PathLike) -> ModelC
         return _rcnn_config_from_detectron2(cfg)
     if arch == "MaskFormer":
         return maskformer_convert.config_from_detectron2(cfg, CheckpointError)
+    if arch == "PanopticFCN":
+        if neck is None:
+            raise CheckpointError("a PanopticFCN config dump does not say whether its neck is FPN or FaPN: convert "
+                                  "it together with its checkpoint (the keys tell)")
+        base, options = panopticfcn_convert.config_from_detectron2(cfg, neck, CheckpointError)
+        return base.replace(**options)
     if arch != "SemanticSegmentor":
         raise CheckpointError(
-            f"unsupported META_ARCHITECTURE {arch!r}; expected SemanticSegmentor, MaskFormer, GeneralizedRCNN or "
-            "PanopticFPN"
+            f"unsupported META_ARCHITECTURE {arch!r}; expected SemanticSegmentor, MaskFormer, GeneralizedRCNN, "
+            "PanopticFPN or PanopticFCN"
         )
     s, ph = m["SEM_SEG_HEAD"], m.get("POINT_HEAD", {})
     heads = {"PointRendSemSegHead": "pointrend", "SemSegFPNHead": "semfpn"}
@@ -342,12 +393,18 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
     kw = _backbone_neck_from_detectron2(cfg)
     rpn, roi, box = m["RPN"], m["ROI_HEADS"], m["ROI_BOX_HEAD"]
     mask_head = m.get("ROI_MASK_HEAD", {})
+    # PointRend instance: detectron2's own configs name PointRendMaskHead; old-format ones (FaPN-full's) name
+    # PointRendROIHeads, whose build rewrites any mask head to PointRendMaskHead with POOLER_TYPE "" (as here)
+    point_rend = bool(m.get("MASK_ON")) and (
+        roi.get("NAME") == "PointRendROIHeads" or mask_head.get("NAME") == "PointRendMaskHead")
     expected = {
         "PROPOSAL_GENERATOR.NAME": (m.get("PROPOSAL_GENERATOR", {}).get("NAME"), "RPN"),
         "RPN.HEAD_NAME": (rpn.get("HEAD_NAME"), "StandardRPNHead"),
         "ANCHOR_GENERATOR.NAME": (m.get("ANCHOR_GENERATOR", {}).get("NAME"), "DefaultAnchorGenerator"),
         "ANCHOR_GENERATOR.OFFSET": (float(m.get("ANCHOR_GENERATOR", {}).get("OFFSET", 0.0)), 0.0),
-        "ROI_HEADS.NAME": (roi.get("NAME"), "StandardROIHeads"),
+        # PointRendROIHeads is StandardROIHeads plus the legacy renames (detectron2_to_native applies them)
+        "ROI_HEADS.NAME": ("StandardROIHeads" if roi.get("NAME") == "PointRendROIHeads" else roi.get("NAME"),
+                           "StandardROIHeads"),
         "ROI_BOX_HEAD.NAME": (box.get("NAME"), "FastRCNNConvFCHead"),
         "ROI_BOX_HEAD.NUM_CONV": (int(box.get("NUM_CONV", 0)), 0),
         "ROI_BOX_HEAD.NUM_FC": (int(box.get("NUM_FC", 2)), 2),
@@ -358,7 +415,9 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
         "ROI_BOX_HEAD.USE_SIGMOID_CE": (bool(box.get("USE_SIGMOID_CE", False)), False),
         "ROI_BOX_HEAD.USE_FED_LOSS": (bool(box.get("USE_FED_LOSS", False)), False),
     }
-    if m.get("MASK_ON"):
+    if point_rend:
+        expected.update(_point_rend_expected(m))
+    elif m.get("MASK_ON"):
         expected.update({
             "ROI_MASK_HEAD.NAME": (mask_head.get("NAME"), "MaskRCNNConvUpsampleHead"),
             "ROI_MASK_HEAD.NUM_CONV": (int(mask_head.get("NUM_CONV", 4)), 4),
@@ -367,9 +426,7 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
         })
     wrong = [f"{k} = {got!r} (supported: {want!r})" for k, (got, want) in expected.items() if got != want]
     if wrong:
-        hint = (" — PointRend instance segmentation is recognised but not implemented"
-                if "PointRend" in str(mask_head.get("NAME", "")) + str(roi.get("NAME", "")) else "")
-        raise CheckpointError(f"unsupported R-CNN config setting(s): {'; '.join(wrong)}{hint}")
+        raise CheckpointError(f"unsupported R-CNN config setting(s): {'; '.join(wrong)}")
     sizes = m["ANCHOR_GENERATOR"]["SIZES"]
     if any(len(s) != 1 for s in sizes) or len(sizes) != 5:
         raise CheckpointError(f"ANCHOR_GENERATOR.SIZES must give one size for each of p2..p6, got {sizes}")
@@ -377,6 +434,10 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
     ratios = ratios[0] if ratios and isinstance(ratios[0], list) else ratios
     arch = m["META_ARCHITECTURE"]
     head = "panoptic" if arch == "PanopticFPN" else ("maskrcnn" if m.get("MASK_ON") else "fasterrcnn")
+    if point_rend:
+        if arch != "GeneralizedRCNN":
+            raise CheckpointError(f"PointRend's instance mask head under {arch}: not supported")
+        head = "pointrend_rcnn"
     if head == "panoptic" and not m.get("MASK_ON"):
         raise CheckpointError("PanopticFPN config with MASK_ON false: not supported")
     kw.update(
@@ -390,9 +451,21 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
         roi_positive_fraction=float(roi["POSITIVE_FRACTION"]), box_fc_dim=int(box["FC_DIM"]),
         score_thresh_test=float(roi["SCORE_THRESH_TEST"]), nms_thresh_test=float(roi["NMS_THRESH_TEST"]),
         detections_per_image=int(cfg.get("TEST", {}).get("DETECTIONS_PER_IMAGE", 100)),
+        train_on_pred_boxes=bool(box.get("TRAIN_ON_PRED_BOXES", False)),
     )
     if m.get("MASK_ON"):
         kw["mask_conv_dims"] = int(mask_head["CONV_DIM"])
+    if point_rend:
+        ph = m["POINT_HEAD"]
+        kw.update(
+            mask_fc_dim=int(mask_head["FC_DIM"]), mask_num_fc=int(mask_head["NUM_FC"]),
+            mask_pooler_resolution=int(mask_head["POOLER_RESOLUTION"]),
+            mask_coarse_resolution=int(mask_head["OUTPUT_SIDE_RESOLUTION"]), point_fc_dim=int(ph["FC_DIM"]),
+            point_num_fc=int(ph["NUM_FC"]), point_coarse_pred_each_layer=bool(ph["COARSE_PRED_EACH_LAYER"]),
+            subdivision_steps=int(ph["SUBDIVISION_STEPS"]), subdivision_num_points=int(ph["SUBDIVISION_NUM_POINTS"]),
+            train_num_points=int(ph["TRAIN_NUM_POINTS"]), oversample_ratio=float(ph["OVERSAMPLE_RATIO"]),
+            importance_sample_ratio=float(ph["IMPORTANCE_SAMPLE_RATIO"]),
+        )
     if head == "panoptic":
         s, comb = m["SEM_SEG_HEAD"], m.get("PANOPTIC_FPN", {}).get("COMBINE", {})
         if s["NAME"] != "SemSegFPNHead":
@@ -406,6 +479,24 @@ def _rcnn_config_from_detectron2(cfg: Mapping[str, Any]) -> ModelConfig:
             panoptic_instances_score_thresh=float(comb.get("INSTANCES_CONFIDENCE_THRESH", 0.5)),
         )
     return get_model_config(f"{kw['neck']}_r{kw['depth']}_{head}").replace(**kw)
+
+
+def _point_rend_expected(m: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The PointRend instance settings implemented here: (config value, supported value) by key."""
+    mask_head, ph = m.get("ROI_MASK_HEAD", {}), m.get("POINT_HEAD", {})
+    # PointRendROIHeads rewrites POOLER_TYPE to "" together with a mask head name other than PointRendMaskHead
+    rewritten = m["ROI_HEADS"].get("NAME") == "PointRendROIHeads" and mask_head.get("NAME") != "PointRendMaskHead"
+    pooler_type = "" if rewritten else mask_head.get("POOLER_TYPE")
+    return {
+        "ROI_MASK_HEAD.POOLER_TYPE": (pooler_type, ""),
+        "ROI_MASK_HEAD.POINT_HEAD_ON": (bool(mask_head.get("POINT_HEAD_ON", True)), True),
+        "ROI_MASK_HEAD.IN_FEATURES": (list(mask_head.get("IN_FEATURES", ["p2"])), ["p2"]),
+        "ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": (bool(mask_head.get("CLS_AGNOSTIC_MASK", False)), False),
+        "POINT_HEAD.NAME": (ph.get("NAME"), "StandardPointHead"),
+        "POINT_HEAD.IN_FEATURES": (list(ph.get("IN_FEATURES", ["p2"])), ["p2"]),
+        "POINT_HEAD.CLS_AGNOSTIC_MASK": (bool(ph.get("CLS_AGNOSTIC_MASK", False)), False),
+        "POINT_HEAD.NUM_CLASSES": (int(ph.get("NUM_CLASSES", -1)), int(m["ROI_HEADS"]["NUM_CLASSES"])),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -495,7 +586,7 @@ def import_official(
     elif isinstance(config, ModelConfig):
         cfg = config
     else:
-        cfg = config_from_detectron2(config)
+        cfg = config_from_detectron2(config, neck="fapn" if any(k.startswith("neck.align") for k in native) else "fpn")
     model = build_from_config(cfg, dcn_impl=dcn_impl)
     report = load_state_dict(model, native, allow_partial=allow_partial)
     model.eval()
@@ -651,8 +742,9 @@ def detector_from_panoptic(model: torch.nn.Module, card: Mapping[str, Any], head
     """The Mask R-CNN (or Faster R-CNN) inside a Panoptic FPN: same backbone, neck, RPN and ROI heads and
     weights, without the semantic head (and, for ``fasterrcnn``, without the mask head). Its detections equal
     the Panoptic FPN's instances; the card keeps classes, thing ids and training data and records the source."""
-    if getattr(model.config, "task", None) != "panoptic":
-        raise CheckpointError(f"detector_from_panoptic needs a Panoptic FPN, got a {model.config.task} model")
+    if getattr(model.config, "head", None) != "panoptic":
+        raise CheckpointError(f"detector_from_panoptic needs a Panoptic FPN, got {model.config.name} "
+                              f"({model.config.task}): only Panoptic FPN has a Mask R-CNN inside")
     if head not in ("maskrcnn", "fasterrcnn"):
         raise CheckpointError(f"head must be 'maskrcnn' or 'fasterrcnn', got {head!r}")
     cfg = model.config.replace(head=head)

@@ -291,7 +291,10 @@ class Prediction:
     Semantic models fill ``logits``/``labels``/``probabilities_max`` (MaskFormer: ``logits`` holds its ``sem_seg``
     scores, and the probabilities are those scores normalised over classes); detectors fill ``detections`` (a
     :class:`~fapn_core.models.rcnn.DetectionResult` on the CPU), and Panoptic FPN both (its semantic head's
-    logits; channel 0 = all things). ``captures`` are the neck's, whatever the head.
+    logits; channel 0 = all things). ``captures`` are the neck's, whatever the head; a PointRend instance model's
+    head internals travel with its instances, in ``detections.point_rend``
+    (:class:`~fapn_core.models.rcnn.point_rend.PointRendCapture`: each subdivision step's points in image pixels,
+    the coarse mask).
     """
 
     logits: np.ndarray | None  # (C, H, W) float32
@@ -336,8 +339,9 @@ def predict_with_captures(
         logits = out
     if logits is None:
         return Prediction(None, None, None, latency, str(device), caps, detections)
-    if getattr(model, "semantic_output", "logits") == "scores":
-        probs = scores_to_probabilities(logits, 0)  # MaskFormer: sums of probabilities, not logits
+    if getattr(model, "semantic_output", "logits") in ("scores", "probabilities"):
+        # MaskFormer: sums of probabilities; PanopticFCN: per-class sigmoids. Neither is a logit: normalise
+        probs = scores_to_probabilities(logits, 0)
     else:
         probs = torch.softmax(logits, 0)
     conf, labels = probs.max(0)

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import make_card, save_native
-from .models.zoo import DETECTOR_HEADS, build_model, count_parameters, get_model_config
+from .models.zoo import build_model, count_parameters, get_model_config
 
 STATE_FILE = "train_state.pt"
 
@@ -284,19 +284,19 @@ def _place(cfg: TrainConfig) -> tuple[int, int, torch.device]:
 
 def _build(cfg: TrainConfig, train_set: Any, ignore_index: int, device: torch.device
            ) -> tuple[torch.nn.Module, str, "DetectionClasses | None"]:
-    """The model to train (from scratch, seeded), its head name and, for detectors, the dataset's classes."""
+    """The model to train (from scratch, seeded), its task and, for detectors, the dataset's classes."""
     torch.manual_seed(cfg.seed)
     overrides = dict(cfg.model_overrides)
     overrides.setdefault("backbone_norm", "BN")
-    head = get_model_config(cfg.model).head
-    classes = DetectionClasses.of(train_set) if head in DETECTOR_HEADS else None
+    model_cfg = get_model_config(cfg.model)
+    classes = DetectionClasses.of(train_set) if model_cfg.task != "semantic" else None
     if classes is not None:
         overrides.setdefault("freeze_at", 0)  # from scratch: every stage trains
-        if head == "panoptic":
+        if model_cfg.task == "panoptic":
             overrides["sem_seg_num_classes"] = 1 + len(classes.stuff)
     model_classes = len(classes.things) if classes is not None else int(train_set.num_classes)
     model = build_model(cfg.model, num_classes=model_classes, ignore_index=ignore_index, **overrides).to(device)
-    return model, head, classes
+    return model, model_cfg.task, classes
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -350,7 +350,7 @@ def _step(ddp_model: torch.nn.Module, model: torch.nn.Module, opt: torch.optim.O
     return loss, losses
 
 
-def _card_classes(train_set: Any, classes: "DetectionClasses | None", head: str) -> dict[str, Any]:
+def _card_classes(train_set: Any, classes: "DetectionClasses | None", task: str) -> dict[str, Any]:
     """The card's class fields: the dataset's classes, or a detector's thing (and stuff) classes with their ids."""
     num_classes = int(train_set.num_classes)
     names = list(getattr(train_set, "class_names", [f"class_{i}" for i in range(num_classes)]))
@@ -360,7 +360,7 @@ def _card_classes(train_set: Any, classes: "DetectionClasses | None", head: str)
     pal = np.asarray(palette) if palette is not None else None  # detectors: thing classes by ROI index
     fields: dict[str, Any] = {"classes": [names[c] for c in classes.things], "thing_category_ids": list(classes.things),
                               "palette": pal[list(classes.things)].tolist() if pal is not None else None}
-    if head == "panoptic":
+    if task == "panoptic":
         fields.update(
             stuff_classes=["things"] + [names[c] for c in classes.stuff],
             stuff_category_ids=[None] + list(classes.stuff),
@@ -384,7 +384,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     val_set = open_dataset(cfg.val_data) if cfg.val_data else None
     num_classes = int(train_set.num_classes)
     ignore_index = int(getattr(train_set, "ignore_index", 255))
-    model, head, classes = _build(cfg, train_set, ignore_index, device)
+    model, task, classes = _build(cfg, train_set, ignore_index, device)
     detector = classes is not None
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -400,7 +400,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world)
-    items = (_DetectionItems(train_set, cfg, ignore_index, classes, head == "panoptic") if classes is not None
+    items = (_DetectionItems(train_set, cfg, ignore_index, classes, task == "panoptic") if classes is not None
              else _AugmentedItems(train_set, cfg, ignore_index))
     loader = DataLoader(items, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=_collate_detection if detector else _collate, persistent_workers=False)
@@ -452,7 +452,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if step >= cfg.steps and rank == 0:
         vals = [h["val"] for h in history if "val" in h]
         card = make_card(
-            model, **_card_classes(train_set, classes, head),
+            model, **_card_classes(train_set, classes, task),
             training_data=cfg.data,
             metrics={"val": vals[-1], "val_data": cfg.val_data, "val_images": cfg.val_images} if vals else {},
             recipe=cfg.to_dict(),

@@ -84,14 +84,13 @@ def test_config_dump_builds_the_same_model(rcnn_dir, config):
     assert count_parameters(build_from_config(cfg)) == data["num_params"]
 
 
-def test_pointrend_instance_configs_are_refused_with_a_reason(rcnn_dir):
+def test_pointrend_instance_configs_and_keys_give_the_pointrend_head(rcnn_dir):
+    """Once refused; now ``pointrend_rcnn`` (matched in detail by tests/test_pointrend_rcnn_fixtures.py)."""
     for name in ("pointrend_rcnn_R_50_FAN_1x_coco", "pointrend_rcnn_R_50_FPN_1x_coco"):
-        with pytest.raises(Exception, match="PointRend"):
-            config_from_detectron2(rcnn_dir / f"config_{name}.yaml")
+        assert config_from_detectron2(rcnn_dir / f"config_{name}.yaml").head == "pointrend_rcnn"
         data = json.loads((rcnn_dir / f"keys_{name}.json").read_text())
         keys = {n: torch.zeros(s) for k, s, _ in data["state_dict"] if (n := detectron2_to_native(k)) is not None}
-        with pytest.raises(Exception, match="PointRend instance"):
-            infer_config(keys, native=True)
+        assert infer_config(keys, native=True).head == "pointrend_rcnn"
 
 
 # ------------------------------------------------------------------------------------------- mini fixtures

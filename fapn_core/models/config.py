@@ -16,10 +16,11 @@ MSRA_BGR_STD = (1.0, 1.0, 1.0)
 IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
 BACKBONES = {"r18": 18, "r34": 34, "r50": 50, "r101": 101}
-DETECTOR_HEADS = ("fasterrcnn", "maskrcnn", "panoptic")
+DETECTOR_HEADS = ("fasterrcnn", "maskrcnn", "panoptic", "pointrend_rcnn")
 TASKS = {"semfpn": "semantic", "pointrend": "semantic", "fasterrcnn": "detection", "maskrcnn": "instance",
-         "panoptic": "panoptic", "maskformer": "semantic"}
-_TUPLE_FIELDS = ("pixel_mean", "pixel_std", "anchor_sizes", "anchor_aspect_ratios")
+         "panoptic": "panoptic", "maskformer": "semantic", "pointrend_rcnn": "instance",
+         "panopticfcn": "panoptic"}
+_TUPLE_FIELDS = ("pixel_mean", "pixel_std", "anchor_sizes", "anchor_aspect_ratios", "instance_scales")
 _INT_TUPLE_FIELDS = ("swin_depths", "swin_num_heads")
 # MaskFormer: backbone name → num_classes of its official configs (ADE20K-150; R101: COCO-Stuff-10K-171); r18/r34
 # are light models trained from scratch here (the synthetic benchmark's 10 classes by default)
@@ -85,6 +86,15 @@ class ModelConfig:
     panoptic_overlap_thresh: float = 0.5
     panoptic_stuff_area_limit: int = 4096
     panoptic_instances_score_thresh: float = 0.5
+    # PointRend instance head (``pointrend_rcnn``; its point head reads point_fc_dim, point_num_fc, subdivision_*,
+    # train_num_points, oversample_ratio, importance_sample_ratio above, its coarse head mask_conv_dims):
+    # ROI_MASK_HEAD.FC_DIM / NUM_FC / POOLER_RESOLUTION / OUTPUT_SIDE_RESOLUTION, POINT_HEAD.COARSE_PRED_EACH_LAYER
+    mask_fc_dim: int = 1024
+    mask_num_fc: int = 2
+    mask_pooler_resolution: int = 14
+    mask_coarse_resolution: int = 7
+    point_coarse_pred_each_layer: bool = False
+    train_on_pred_boxes: bool = False  # ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES (any R-CNN mask head; PointRend sets it)
     # backbone kind: "resnet" (``depth``) or "swin" (``swin_*``; MaskFormer's D2SwinTransformer)
     backbone: str = "resnet"
     swin_embed_dim: int = 96
@@ -110,6 +120,28 @@ class ModelConfig:
     no_object_weight: float = 0.1
     mask_weight: float = 20.0
     dice_weight: float = 1.0
+    # PanopticFCN (fapn_core.models.panopticfcn.options.PanopticFCNOptions: the released *-FAST values)
+    encoder_conv_dims: int = 64
+    head_num_convs: int = 3
+    position_deform: bool = True
+    center_thresh: float = 0.2
+    stuff_thresh: float = 0.1
+    center_top_num: int = 100
+    mask_thresh: float = 0.4
+    similar_thresh: float = 0.9
+    similar_type: str = "cosine"
+    class_specific: bool = True
+    center_bias_value: float = -2.19
+    pos_num: int = 7
+    gaussian_sigma: float = 3.0
+    min_overlap: float = 0.7
+    center_type: str = "mass"
+    instance_scales: tuple[float, ...] = (1.0, 64.0, 32.0, 128.0, 64.0, 256.0, 128.0, 512.0, 256.0, 2048.0)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    position_loss_weight: float = 1.0
+    segment_loss_weight: float = 3.0
+    tensor_dim: int = 100
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -153,5 +185,6 @@ def _as_tuples(d: dict[str, Any]) -> dict[str, Any]:
     for keys, kind in ((_TUPLE_FIELDS, float), (_INT_TUPLE_FIELDS, int)):
         for key in keys:
             if key in d:
-                d[key] = tuple(kind(v) for v in d[key])
+                flat = [x for v in d[key] for x in (v if isinstance(v, (tuple, list)) else (v,))]  # (min, max) pairs
+                d[key] = tuple(kind(v) for v in flat)
     return d

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,13 +102,18 @@ def uncertain_points_on_grid(uncertainty: torch.Tensor, num_points: int) -> tupl
 
 
 def uncertain_points_with_randomness(
-    coarse: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float
+    coarse: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float,
+    uncertainty_fn: Callable[[torch.Tensor], torch.Tensor] = calculate_uncertainty,
 ) -> torch.Tensor:
-    """PointRend training point selection: oversample, keep the most uncertain, add uniform random points."""
+    """PointRend training point selection: oversample, keep the most uncertain, add uniform random points.
+
+    ``uncertainty_fn`` maps the (N, C, P) logits sampled at the oversampled points to (N, 1, P), higher = more
+    uncertain: the semantic top-2 margin by default; the instance head passes −|logit of the gt class|.
+    """
     n = coarse.shape[0]
     num_sampled = int(num_points * oversample_ratio)
     coords = torch.rand(n, num_sampled, 2, device=coarse.device)
-    uncertainty = calculate_uncertainty(point_sample(coarse, coords, align_corners=False))
+    uncertainty = uncertainty_fn(point_sample(coarse, coords, align_corners=False))
     num_uncertain = int(importance_sample_ratio * num_points)
     idx = torch.topk(uncertainty[:, 0, :], k=num_uncertain, dim=1)[1]
     idx = idx + num_sampled * torch.arange(n, device=coarse.device)[:, None]
@@ -118,10 +124,16 @@ def uncertain_points_with_randomness(
 
 
 class StandardPointHead(nn.Module):
-    """PointRend point head: ``fc1..fcN`` (Conv1d k=1 + ReLU) on ``cat(fine, coarse)``, then ``predictor``."""
+    """PointRend point head: ``fc1..fcN`` (Conv1d k=1 + ReLU) on ``cat(fine, coarse)``, then ``predictor``.
 
-    def __init__(self, in_channels: int, num_classes: int, *, fc_dim: int = 256, num_fc: int = 3) -> None:
+    ``coarse_pred_each_layer`` (COARSE_PRED_EACH_LAYER; the instance configs set it, the semantic ones do not):
+    the coarse features are concatenated again after every fc layer, so each layer sees ``fc_dim + K`` channels.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, *, fc_dim: int = 256, num_fc: int = 3,
+                 coarse_pred_each_layer: bool = False) -> None:
         super().__init__()
+        self.coarse_pred_each_layer = coarse_pred_each_layer
         dim_in = in_channels + num_classes
         self.fc_layers = []
         for k in range(num_fc):
@@ -130,7 +142,7 @@ class StandardPointHead(nn.Module):
             nn.init.zeros_(fc.bias)
             self.add_module(f"fc{k + 1}", fc)
             self.fc_layers.append(fc)
-            dim_in = fc_dim
+            dim_in = fc_dim + (num_classes if coarse_pred_each_layer else 0)
         self.predictor = nn.Conv1d(dim_in, num_classes, 1)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
@@ -139,6 +151,8 @@ class StandardPointHead(nn.Module):
         x = torch.cat((fine, coarse), dim=1)
         for fc in self.fc_layers:
             x = F.relu(fc(x))
+            if self.coarse_pred_each_layer:
+                x = torch.cat((x, coarse), dim=1)
         return self.predictor(x)
 
 

@@ -2,10 +2,10 @@
 
 Names are ``<neck>_<backbone>_<head>``: necks from :data:`fapn_core.models.necks.NECKS`, backbones
 ``r18 r34 r50 r101``, semantic heads ``semfpn pointrend`` and the detectron2 R-CNN family ``fasterrcnn maskrcnn
-panoptic`` (Panoptic FPN). MaskFormer (``maskformer``, a semantic head) takes the pixel decoders ``fpn`` (official)
-and ``fapn`` (FaPN-full's: FAM without FSM) on ``r50 r101 swinl`` (and ``swint swins swinb``), with the official
-configs' defaults (ADE20K-150; R101: COCO-Stuff-10K-171). Any :class:`ModelConfig` field can be overridden by
-keyword.
+panoptic`` (Panoptic FPN) ``pointrend_rcnn`` (Mask R-CNN with PointRend's mask head). MaskFormer (``maskformer``, a
+semantic head) takes the pixel decoders ``fpn`` (official) and ``fapn`` (FaPN-full's: FAM without FSM) on ``r50 r101
+swinl`` (and ``swint swins swinb``), with the official configs' defaults (ADE20K-150; R101: COCO-Stuff-10K-171). Any
+:class:`ModelConfig` field can be overridden by keyword.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .heads import HEADS, SemSegFPNHead, build_head
 from .maskformer.model import MaskFormer, build_maskformer
 from .maskformer.pixel_decoder import PIXEL_DECODERS
 from .necks import NECKS, build_neck
+from .panopticfcn.model import PanopticFCN, build_panopticfcn, panopticfcn_config
 from .rcnn.detector import Detector
 from .rcnn.roi_heads import ROIHeads
 from .rcnn.rpn import RPN
@@ -50,6 +51,12 @@ def _default_config(neck: str, backbone: str, head: str) -> ModelConfig:
         )
         if detector:
             cfg = cfg.replace(num_classes=80, box_fc_dim=512, mask_conv_dims=128)
+            if head == "pointrend_rcnn":
+                cfg = cfg.replace(mask_fc_dim=512)
+    if head == "pointrend_rcnn":
+        # detectron2's PointRend instance configs: 784 points × 5 steps (28² → 224²), 196 training points
+        cfg = cfg.replace(subdivision_steps=5, subdivision_num_points=784, train_num_points=196,
+                          point_coarse_pred_each_layer=True, train_on_pred_boxes=True)
     return cfg
 
 
@@ -79,6 +86,15 @@ _REGISTRY: dict[str, ModelConfig] = {
 }
 _REGISTRY.update({f"{n}_{b}_maskformer": _maskformer_config(n, b)
                   for n, b in itertools.product(PIXEL_DECODERS, MASKFORMER_BACKBONES)})
+# PanopticFCN: the released configs at R50/R101; light R18/R34 variants trained from scratch here (BatchNorm, RGB
+# ImageNet normalisation, 128 channels, instance scales halved for small images)
+_REGISTRY.update({f"{n}_{b}_panopticfcn": panopticfcn_config(n, BACKBONES[b])
+                  for n, b in itertools.product(NECKS, ("r50", "r101"))})
+_REGISTRY.update({f"{n}_{b}_panopticfcn": panopticfcn_config(
+    n, BACKBONES[b], backbone_norm="BN", stride_in_1x1=False, res2_out_channels=64, neck_channels=128,
+    head_conv_dims=128, encoder_conv_dims=32, pixel_mean=IMAGENET_RGB_MEAN, pixel_std=IMAGENET_RGB_STD,
+    input_format="RGB", instance_scales=(1, 32, 16, 64, 32, 128, 64, 256, 128, 2048))
+    for n, b in itertools.product(NECKS, ("r18", "r34"))})
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -111,9 +127,11 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     return freeze_stages(backbone, cfg.freeze_at)
 
 
-def build_from_config(cfg: ModelConfig, *, dcn_impl: str = "auto") -> Segmentor | Detector | MaskFormer:
+def build_from_config(cfg: ModelConfig, *, dcn_impl: str = "auto") -> Segmentor | Detector | MaskFormer | PanopticFCN:
     """Build a randomly initialised :class:`Segmentor` (semantic heads), :class:`Detector` (R-CNN family) or
     :class:`MaskFormer` (``head="maskformer"``)."""
+    if cfg.head == "panopticfcn":
+        return build_panopticfcn(cfg, build_backbone(cfg), dcn_impl=dcn_impl)
     if cfg.head == "maskformer":
         return build_maskformer(cfg, build_backbone(cfg), dcn_impl=dcn_impl)
     if cfg.backbone != "resnet":
@@ -148,6 +166,8 @@ def _build_detector(cfg: ModelConfig, backbone: nn.Module, neck: nn.Module) -> D
         mask_conv_dims=cfg.mask_conv_dims, batch_size_per_image=cfg.roi_batch_size_per_image,
         positive_fraction=cfg.roi_positive_fraction, score_thresh=cfg.score_thresh_test,
         nms_thresh=cfg.nms_thresh_test, detections_per_image=cfg.detections_per_image,
+        point_rend=_point_rend_options(cfg) if cfg.head == "pointrend_rcnn" else None,
+        train_on_pred_boxes=cfg.train_on_pred_boxes,
     )
     head = None
     if cfg.head == "panoptic":
@@ -170,8 +190,20 @@ def _build_detector(cfg: ModelConfig, backbone: nn.Module, neck: nn.Module) -> D
     return model
 
 
+def _point_rend_options(cfg: ModelConfig) -> dict[str, Any]:
+    """:class:`~fapn_core.models.rcnn.point_rend.PointRendMaskHead` options of a ``pointrend_rcnn`` config."""
+    return dict(
+        conv_dim=cfg.mask_conv_dims, fc_dim=cfg.mask_fc_dim, num_fc=cfg.mask_num_fc,
+        pooler_resolution=cfg.mask_pooler_resolution, output_resolution=cfg.mask_coarse_resolution,
+        point_fc_dim=cfg.point_fc_dim, point_num_fc=cfg.point_num_fc,
+        coarse_pred_each_layer=cfg.point_coarse_pred_each_layer, subdivision_steps=cfg.subdivision_steps,
+        subdivision_num_points=cfg.subdivision_num_points, train_num_points=cfg.train_num_points,
+        oversample_ratio=cfg.oversample_ratio, importance_sample_ratio=cfg.importance_sample_ratio,
+    )
+
+
 def build_model(name: str, num_classes: int | None = None, *, dcn_impl: str = "auto", **overrides: Any
-                ) -> Segmentor | Detector | MaskFormer:
+                ) -> Segmentor | Detector | MaskFormer | PanopticFCN:
     """Build a registered model, e.g. ``build_model("fpn_r18_semfpn", num_classes=10, neck_channels=96)``."""
     if num_classes is not None:
         overrides["num_classes"] = num_classes

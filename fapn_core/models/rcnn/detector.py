@@ -1,9 +1,10 @@
 """``Detector`` = preprocess → backbone → neck → RPN → ROI heads [→ semantic head → panoptic combine] → postprocess.
 
 The role :class:`~fapn_core.models.segmentor.Segmentor` plays for semantic models, for detectron2's
-Faster R-CNN, Mask R-CNN and Panoptic FPN (``GeneralizedRCNN`` / ``PanopticFPN``). Images are RGB 0–255 at the
-API; a batch is normalised per image and zero-padded to one size divisible by 32; every box and mask of a result is
-at the requested output size of its image (default: the input size).
+Faster R-CNN, Mask R-CNN (with its own or PointRend's mask head) and Panoptic FPN (``GeneralizedRCNN`` /
+``PanopticFPN``). Images are RGB 0–255 at the API; a batch is normalised per image and zero-padded to one size
+divisible by 32; every box and mask of a result is at the requested output size of its image (default: the input
+size).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..segmentor import ImageModel
 from .boxes import clip_boxes, nonempty
 from .mask_head import paste_masks
 from .panoptic import combine_panoptic
+from .point_rend import PointRendCapture
 from .roi_heads import ROIHeads
 from .rpn import RPN
 
@@ -30,7 +32,8 @@ class DetectionResult:
 
     ``boxes`` (N, 4) XYXY float32, ``scores`` (N,), ``classes`` (N,) int64 (0..K−1, thing classes), sorted by score;
     ``masks`` (N, H, W) bool (Mask R-CNN, Panoptic FPN); ``sem_seg`` (S, H, W) float32 logits and ``panoptic_seg``
-    (H, W) int32 with ``segments_info`` (Panoptic FPN; 0 = unassigned).
+    (H, W) int32 with ``segments_info`` (Panoptic FPN; 0 = unassigned); ``point_rend`` (PointRend instance
+    models): per instance, the points each subdivision step evaluated (in this image's pixels) and the coarse mask.
     """
 
     image_size: tuple[int, int]
@@ -42,12 +45,14 @@ class DetectionResult:
     sem_seg: torch.Tensor | None = None
     panoptic_seg: torch.Tensor | None = None
     segments_info: list[dict[str, Any]] = field(default_factory=list)
+    point_rend: PointRendCapture | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def to(self, device: str | torch.device) -> "DetectionResult":
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved = {k: (v.to(device) if isinstance(v, (torch.Tensor, PointRendCapture)) else v)
+                 for k, v in self.__dict__.items()}
         return DetectionResult(**moved)
 
     def select(self, keep: torch.Tensor) -> "DetectionResult":
@@ -55,11 +60,13 @@ class DetectionResult:
         pick = {k: getattr(self, k)[keep] if getattr(self, k) is not None else None
                 for k in ("boxes", "scores", "classes", "masks", "mask_probs")}
         return DetectionResult(self.image_size, sem_seg=self.sem_seg, panoptic_seg=self.panoptic_seg,
-                               segments_info=self.segments_info, **pick)
+                               segments_info=self.segments_info,
+                               point_rend=None if self.point_rend is None else self.point_rend.select(keep), **pick)
 
 
 class Detector(ImageModel):
-    """Faster R-CNN (``roi_heads.mask_on=False``), Mask R-CNN, or Panoptic FPN (with ``head``, a SemSegFPNHead).
+    """Faster R-CNN (``roi_heads.mask_on=False``), Mask R-CNN (or PointRend instance: ``roi_heads`` with a
+    PointRend mask head), or Panoptic FPN (with ``head``, a SemSegFPNHead).
 
     Module names follow detectron2 (``proposal_generator``, ``roi_heads``) so official checkpoints map by prefix;
     the semantic head is ``head`` as in :class:`Segmentor`.
@@ -197,7 +204,9 @@ class Detector(ImageModel):
         if "mask_probs" in det:
             probs = det["mask_probs"][keep]
             masks = paste_masks(probs, boxes, output_size)
-        return DetectionResult(output_size, boxes, det["scores"][keep], det["classes"][keep], masks, probs)
+        points = det["point_rend"].select(keep).scaled(sx, sy) if "point_rend" in det else None
+        return DetectionResult(output_size, boxes, det["scores"][keep], det["classes"][keep], masks, probs,
+                               point_rend=points)
 
     @staticmethod
     def semantic_postprocess(logits: torch.Tensor, input_size: tuple[int, int],
