@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .models.d2_names import PYRAMID_RULES, resnet_depth
 from .models.maskformer import convert as maskformer_convert
 from .models.panopticfcn import convert as panopticfcn_convert
 from .models.zoo import ModelConfig, build_from_config, count_parameters, get_model_config
@@ -41,13 +42,7 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------------------------- key mapping
 _D2_RULES: list[tuple[re.Pattern[str], str]] = [
     *panopticfcn_convert.D2_RULES,  # PanopticFCN: top_block, position/kernel heads, feature encoder
-    (re.compile(r"^backbone\.bottom_up\."), "backbone."),
-    (re.compile(r"^backbone\.fan_align(\d)\.lateral_conv\."), r"neck.align\1.lateral."),
-    (re.compile(r"^backbone\.fan_align(\d)\.offset\."), r"neck.align\1.offset."),
-    (re.compile(r"^backbone\.fan_align(\d)\.dcpack_L2\."), r"neck.align\1.dcn."),
-    (re.compile(r"^backbone\.fan_align(\d)\.(weight|bias)$"), r"neck.lateral\1.\2"),
-    (re.compile(r"^backbone\.fpn_lateral(\d)\."), r"neck.lateral\1."),
-    (re.compile(r"^backbone\.fpn_output(\d)\."), r"neck.output\1."),
+    *PYRAMID_RULES,  # backbone and FPN/FaPN neck
     # PointRend instance checkpoints saved before detectron2 renamed the heads (what PointRendROIHeads and
     # ConvFCHead convert when a checkpoint has no version metadata); no-ops on current checkpoints
     (re.compile(r"^roi_heads\.(?:mask_coarse_head|mask_head\.coarse_head)\.coarse_mask_fc(\d+)\."),
@@ -215,11 +210,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, native: bool = False
         neck = "fpn"
     else:
         raise CheckpointError("cannot infer the model: no FPN or FaPN neck keys (fpn_lateral*/fan_align*) found")
-    n_res4 = len({k.split(".")[2] for k in keys if k.startswith("backbone.res4.")})
-    bottleneck = "backbone.res2.0.conv3.weight" in keys
-    depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, n_res4))
-    if depth is None:
-        raise CheckpointError(f"cannot infer the ResNet depth ({n_res4} res4 blocks, bottleneck={bottleneck})")
+    depth, bottleneck = resnet_depth(keys, CheckpointError)
     frozen = "backbone.stem.conv1.norm.num_batches_tracked" not in keys
     head_kwargs = _infer_head(keys, shape)
     head = head_kwargs["head"]

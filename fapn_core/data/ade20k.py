@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import IMAGE_EXTENSIONS, list_dir
-from .datasets import Sample, SegmentationDataset, Transform, _load_pair
+from ._io import list_dir
+from .datasets import Sample, SegmentationDataset, Transform, _load_pair, paired_files
 from .palettes import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_INDEX
 
 SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
@@ -40,21 +40,9 @@ class ADE20KDataset(SegmentationDataset):
         img_dir, ann_dir = base / "images" / self.split, base / "annotations" / self.split
         expected = (f"expected ADEChallengeData2016/images/{self.split}/*.jpg and "
                     f"ADEChallengeData2016/annotations/{self.split}/<stem>.png")
-        if not img_dir.is_dir():
-            raise FileNotFoundError(f"ADE20K images not found at {img_dir}: {expected}; found in {given}: "
-                                    f"{list_dir(given)}")
-        images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not images:
-            raise FileNotFoundError(f"no image files in {img_dir} ({expected}); found: {list_dir(img_dir)}")
-        self.image_paths: list[Path] = images
-        self.label_paths: list[Path | None] = []
-        for p in images:
-            lp = ann_dir / f"{p.stem}.png"
-            if not lp.is_file():
-                if require_labels:
-                    raise FileNotFoundError(f"missing label file {lp} for image {p} ({expected})")
-                lp = None
-            self.label_paths.append(lp)
+        self.image_paths, self.label_paths = paired_files(
+            img_dir, ann_dir, f"{expected}; found in {given}: {list_dir(given)}" if not img_dir.is_dir() else expected,
+            require_labels=require_labels, what="ADE20K")
 
     def __len__(self) -> int:
         return len(self.image_paths)

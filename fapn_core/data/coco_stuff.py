@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import IMAGE_EXTENSIONS, list_dir
+from ._io import list_dir
 from .coco_meta import coco_stuff_171
-from .datasets import Sample, SegmentationDataset, Transform, _load_pair
+from .datasets import Sample, SegmentationDataset, Transform, _load_pair, paired_files
 
 SPLITS = ("train", "test")
 
@@ -42,20 +42,9 @@ class CocoStuff10KDataset(SegmentationDataset):
             raw = (base / "annotations").is_dir()
             hint = "; this folder has the raw release (annotations/*.mat): run the preparation script first" if raw \
                 else ""
-            raise FileNotFoundError(f"COCO-Stuff-10K images not found at {img_dir}: {expected}{hint}; found in "
-                                    f"{given}: {list_dir(given)}")
-        images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not images:
-            raise FileNotFoundError(f"no image files in {img_dir} ({expected}); found: {list_dir(img_dir)}")
-        self.image_paths: list[Path] = images
-        self.label_paths: list[Path | None] = []
-        for p in images:
-            lp = ann_dir / f"{p.stem}.png"
-            if not lp.is_file():
-                if require_labels:
-                    raise FileNotFoundError(f"missing label file {lp} for image {p} ({expected})")
-                lp = None
-            self.label_paths.append(lp)
+            expected = f"{expected}{hint}; found in {given}: {list_dir(given)}"
+        self.image_paths, self.label_paths = paired_files(img_dir, ann_dir, expected, require_labels=require_labels,
+                                                          what="COCO-Stuff-10K")
 
     def __len__(self) -> int:
         return len(self.image_paths)

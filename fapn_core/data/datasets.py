@@ -117,6 +117,26 @@ def _load_pair(image_path: Path, label_path: Path | None, instance_path: Path | 
     return {"image": image, "label": label.astype(np.int64, copy=False), "instances": instances, "name": name}
 
 
+def paired_files(img_dir: Path, ann_dir: Path, expected: str, *, require_labels: bool, what: str
+                 ) -> tuple[list[Path], list[Path | None]]:
+    """Images in ``img_dir`` (sorted) and the ``<stem>.png`` label beside each in ``ann_dir`` (``None`` where missing
+    and labels are optional); ``FileNotFoundError`` naming the layout (``expected``) otherwise."""
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f"{what} images not found at {img_dir}: {expected}")
+    images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise FileNotFoundError(f"no image files in {img_dir} ({expected}); found: {list_dir(img_dir)}")
+    labels: list[Path | None] = []
+    for p in images:
+        lp = ann_dir / f"{p.stem}.png"
+        if not lp.is_file():
+            if require_labels:
+                raise FileNotFoundError(f"missing label file {lp} for image {p} ({expected})")
+            lp = None
+        labels.append(lp)
+    return images, labels
+
+
 class FolderDataset(SegmentationDataset):
     """Plain folder layout::
 

@@ -27,6 +27,16 @@ def _root_split(spec: str, rest: str, default: str) -> tuple[str, str]:
     return rest, default
 
 
+# readers opened as ``<kind>:<root>[:<split>]``: module, class, default split (imported on use: torch-free specs
+# stay light)
+_ROOT_SPLIT_KINDS = {
+    "cityscapes": ("cityscapes", "CityscapesDataset", "val"),
+    "ade20k": ("ade20k", "ADE20KDataset", "validation"),
+    "coco-stuff-10k": ("coco_stuff", "CocoStuff10KDataset", "test"),
+    "coco-panoptic": ("coco_panoptic", "CocoPanopticDataset", "val2017"),
+}
+
+
 def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationDataset:
     """Open ``synthetic:...``, ``folder:<root>``, ``cityscapes:<root>[:<split>]``, ``ade20k:<root>[:<split>]``,
     ``coco-stuff-10k:<root>[:<split>]`` or ``coco-panoptic:<root>[:<split>]``."""
@@ -54,24 +64,10 @@ def open_dataset(spec: str, transform: Transform | None = None) -> SegmentationD
         if not rest:
             raise _spec_error(spec, "missing root path")
         return FolderDataset(rest, transform=transform)
-    if kind == "cityscapes":
-        from .cityscapes import CityscapesDataset
+    if kind in _ROOT_SPLIT_KINDS:
+        module, cls, default_split = _ROOT_SPLIT_KINDS[kind]
+        import importlib
 
-        root, split = _root_split(spec, rest, "val")
-        return CityscapesDataset(root, split, transform=transform)
-    if kind == "ade20k":
-        from .ade20k import ADE20KDataset
-
-        root, split = _root_split(spec, rest, "validation")
-        return ADE20KDataset(root, split, transform=transform)
-    if kind == "coco-stuff-10k":
-        from .coco_stuff import CocoStuff10KDataset
-
-        root, split = _root_split(spec, rest, "test")
-        return CocoStuff10KDataset(root, split, transform=transform)
-    if kind == "coco-panoptic":
-        from .coco_panoptic import CocoPanopticDataset
-
-        root, split = _root_split(spec, rest, "val2017")
-        return CocoPanopticDataset(root, split, transform=transform)
+        root, split = _root_split(spec, rest, default_split)
+        return getattr(importlib.import_module(f".{module}", __package__), cls)(root, split, transform=transform)
     raise _spec_error(spec, f"unknown kind {kind!r}")

@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from ..d2_names import PYRAMID_RULES, resnet_depth
+
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
@@ -38,16 +40,6 @@ D2_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^position_head\.position_head\.position_head_head_(\d+)\."), r"position_head.conv\1."),
     (re.compile(r"^kernel_head\.kernel_head\.kernel_head_head_(\d+)\."), r"kernel_head.conv\1."),
     (re.compile(r"^feature_encoder\.encode_head\.encode_head_head_(\d+)\."), r"feature_encoder.conv\1."),
-]
-# the backbone and neck rules every detectron2 import here uses (as fapn_core.checkpoints)
-_PYRAMID_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^backbone\.bottom_up\."), "backbone."),
-    (re.compile(r"^backbone\.fan_align(\d)\.lateral_conv\."), r"neck.align\1.lateral."),
-    (re.compile(r"^backbone\.fan_align(\d)\.offset\."), r"neck.align\1.offset."),
-    (re.compile(r"^backbone\.fan_align(\d)\.dcpack_L2\."), r"neck.align\1.dcn."),
-    (re.compile(r"^backbone\.fan_align(\d)\.(weight|bias)$"), r"neck.lateral\1.\2"),
-    (re.compile(r"^backbone\.fpn_lateral(\d)\."), r"neck.lateral\1."),
-    (re.compile(r"^backbone\.fpn_output(\d)\."), r"neck.output\1."),
 ]
 _NATIVE_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^top_block\."), "backbone.top_block."),
@@ -75,7 +67,7 @@ def official_to_native(key: str) -> str | None:
     """Native name of an official PanopticFCN state-dict key (``None`` for ``pixel_mean``/``pixel_std``)."""
     if key in ("pixel_mean", "pixel_std"):
         return None
-    for pattern, repl in D2_RULES + _PYRAMID_RULES:
+    for pattern, repl in D2_RULES + PYRAMID_RULES:
         if pattern.search(key):
             return pattern.sub(repl, key, count=1)
     return key
@@ -125,11 +117,7 @@ def infer_config(sd: Mapping[str, Any], shape: Callable[[str], tuple[int, ...]],
         neck = "fpn"
     else:
         raise error("cannot infer the PanopticFCN neck: no fpn_lateral* / fan_align* keys")
-    n_res4 = len({k.split(".")[2] for k in keys if k.startswith("backbone.res4.")})
-    bottleneck = "backbone.res2.0.conv3.weight" in keys
-    depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, n_res4))
-    if depth is None:
-        raise error(f"cannot infer the ResNet depth ({n_res4} res4 blocks, bottleneck={bottleneck})")
+    depth, bottleneck = resnet_depth(keys, error)
     kw: dict[str, Any] = dict(
         stem_out_channels=shape("backbone.stem.conv1.weight")[0],
         res2_out_channels=shape("backbone.res2.0.conv3.weight" if bottleneck else "backbone.res2.0.conv2.weight")[0],

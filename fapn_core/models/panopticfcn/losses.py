@@ -15,15 +15,12 @@ Position weight 1, segment weight 3 (``LOSS_WEIGHT``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .targets import LevelTargets, image_targets
-
-if TYPE_CHECKING:
-    from .model import PanopticFCN
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0,
@@ -67,11 +64,12 @@ def guided_kernels(centres: torch.Tensor, kernels: torch.Tensor, masks: torch.Te
     return picked, weights
 
 
-def panopticfcn_losses(model: "PanopticFCN", encode: torch.Tensor, centres: list[torch.Tensor],
+def panopticfcn_losses(model: torch.nn.Module, encode: torch.Tensor, centres: list[torch.Tensor],
                        regions: list[torch.Tensor], kernels: list[torch.Tensor],
                        targets: Sequence[dict[str, torch.Tensor]], padded_size: tuple[int, int]
                        ) -> dict[str, torch.Tensor]:
-    """The four PanopticFCN losses for a batch (see module docstring)."""
+    """The four PanopticFCN losses for a batch (see module docstring); ``model`` is the PanopticFCN being trained
+    (its options, generators and class counts are read, never its forward)."""
     opts = model.options
     dev = encode.device
     n_img = encode.shape[0]

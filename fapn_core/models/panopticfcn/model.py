@@ -62,16 +62,14 @@ class PanopticFCN(ImageModel):
         stuff_generator: StuffGenerator,
         *,
         options: PanopticFCNOptions,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        input_format: str = "BGR",
-        size_divisibility: int = 32,
         ignore_index: int = 255,
         common_stride: int = 4,
         combine: Combine | None = None,
+        **image_options: Any,
     ) -> None:
-        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
-                         size_divisibility=size_divisibility)
+        """``image_options``: :class:`~fapn_core.models.segmentor.ImageModel`'s (pixel mean/std, input format,
+        size divisibility)."""
+        super().__init__(**{"input_format": "BGR", **image_options})
         self.backbone = backbone
         self.neck = neck
         self.top_block = top_block
