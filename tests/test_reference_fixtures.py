@@ -52,7 +52,8 @@ def _run_mini(reference_dir, kind: str, impl: str):
     ref = torch.load(reference_dir / f"mini_{kind}_semantic.pt", map_location="cpu", weights_only=True)
     cfg = config_from_detectron2(reference_dir / f"mini_{kind}_semantic_config.yaml")
     tmp_state = {k: v for k, v in ref["state_dict"].items()}
-    from fapn_core.checkpoints import build_from_config, load_state_dict
+    from fapn_core.checkpoints import load_state_dict
+    from fapn_core.models.zoo import build_from_config
 
     model = build_from_config(cfg).eval()
     native = {n: v for k, v in tmp_state.items() if (n := detectron2_to_native(k)) is not None}
@@ -117,7 +118,8 @@ def test_mini_backbone_and_fam_internals(reference_dir):
     """Debug tensors of the extras file: ResNet outputs and the FAM's FSM/offset/DCN intermediates."""
     ref = torch.load(reference_dir / "mini_fapn_semantic.pt", map_location="cpu", weights_only=True)
     extras = torch.load(reference_dir / "mini_fapn_semantic_extras.pt", map_location="cpu", weights_only=True)
-    from fapn_core.checkpoints import build_from_config, load_state_dict
+    from fapn_core.checkpoints import load_state_dict
+    from fapn_core.models.zoo import build_from_config
 
     model = build_from_config(config_from_detectron2(reference_dir / "mini_fapn_semantic_config.yaml")).eval()
     load_state_dict(model, {detectron2_to_native(k): v for k, v in ref["state_dict"].items()})
