@@ -320,3 +320,17 @@ def test_panoptic_result_as_dataset_labels_and_card_label_space():
     assert pal[7] == [2, 2, 2] and pal[0] == [3, 3, 3]
     assert semantic_classes({"task": "instance", "classes": ["a"]}) is None
     assert semantic_classes({**card, "stuff_category_ids": None}) is None
+
+
+def test_mask_paste_in_windows_of_different_shapes_equals_grid_sample():
+    """Tall, wide and tiny boxes pasted in one chunk (each mask only inside its own window) equal the full-image
+    reference, on a larger image than the boxes cover."""
+    g = torch.Generator().manual_seed(5)
+    probs = torch.rand(5, 1, 28, 28, generator=g)
+    boxes = torch.tensor([[10.0, 5.0, 14.5, 150.0], [20.0, 60.0, 190.0, 66.0], [100.0, 100.0, 101.0, 101.0],
+                          [150.5, -3.0, 210.0, 40.25], [-2.0, 120.0, 30.0, 170.0]])
+    vals, ref = _paste_reference(probs, boxes, 160, 200)
+    ambiguous = (vals - 0.5).abs() < 1e-5
+    for max_elements in (1 << 25, 400, 1):
+        ours = paste_masks(probs, boxes, (160, 200), max_elements=max_elements)
+        assert torch.equal(ours[~ambiguous], ref[~ambiguous]), max_elements

@@ -53,11 +53,12 @@ class MaskHead(nn.Module):
         return F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype), reduction="mean")
 
 
-def _paste_weights(lo: torch.Tensor, hi: torch.Tensor, out_len: int, in_len: int) -> torch.Tensor:
+def _paste_weights(lo: torch.Tensor, hi: torch.Tensor, start: torch.Tensor, out_len: int, in_len: int) -> torch.Tensor:
     """Bilinear weights (R, out_len, in_len) of ``grid_sample(align_corners=False, padding zeros)`` along one axis
-    for output pixel centres ``i + 0.5`` mapped onto a box [lo, hi] (computed as detectron2's ``_do_paste_mask``)."""
-    centres = torch.arange(out_len, device=lo.device, dtype=torch.float32) + 0.5
-    g = (centres[None, :] - lo[:, None]) / (hi - lo)[:, None] * 2 - 1  # normalised grid, as in detectron2
+    for output pixel centres ``start[r] + i + 0.5`` mapped onto box r's [lo, hi] (computed as detectron2's
+    ``_do_paste_mask``: integer pixel index, + 0.5, in float32)."""
+    centres = (start[:, None] + torch.arange(out_len, device=lo.device)[None, :]).to(torch.float32) + 0.5
+    g = (centres - lo[:, None]) / (hi - lo)[:, None] * 2 - 1  # normalised grid, as in detectron2
     pos = ((g + 1) * in_len - 1) / 2  # grid_sample's unnormalisation (align_corners=False)
     p0 = torch.floor(pos)
     frac = pos - p0
@@ -69,13 +70,25 @@ def _paste_weights(lo: torch.Tensor, hi: torch.Tensor, out_len: int, in_len: int
     return w
 
 
+def paste_windows(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(R, 4) integer windows ``x0, y0, x1, y1`` each mask can touch: its box expanded to whole pixels plus one
+    on each side, clamped to the image (detectron2's ``skip_empty`` window; outside it every sample weight is 0)."""
+    h, w = image_size
+    x0y0 = (boxes[:, :2].floor() - 1).clamp(min=0)
+    x1 = (boxes[:, 2].ceil() + 1).clamp(max=w)
+    y1 = (boxes[:, 3].ceil() + 1).clamp(max=h)
+    return torch.stack([x0y0[:, 0], x0y0[:, 1], x1, y1], 1).to(torch.int64)
+
+
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5,
                 max_elements: int = 1 << 25) -> torch.Tensor:
     """Paste (R, 1, M, M) mask probabilities into (R, H, W) bool masks at ``boxes`` (output coordinates).
 
     Equals ``grid_sample(probs, grid, bilinear, zeros, align_corners=False) >= threshold`` with detectron2's
-    pixel-centre grid. Bilinear sampling on a product grid is separable, so each mask is ``Wy · P · Wxᵀ``: batched
-    matrix products, no per-mask loop; chunks of masks bound the temporary memory.
+    pixel-centre grid. Each mask is computed only inside its box window (:func:`paste_windows`; zero outside, as
+    detectron2's paste on the CPU), and bilinear sampling on a product grid is separable: ``Wy · P · Wxᵀ`` per
+    mask, batched over masks whose windows share a size bound (chunks keep the temporaries under
+    ``max_elements``). The cost grows with box area, not image area.
     """
     h, w = image_size
     r = probs.shape[0]
@@ -85,10 +98,26 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int,
     m = probs.shape[-1]
     p = probs[:, 0].float()
     b = boxes.float()
-    chunk = max(1, max_elements // (h * w))
-    for s in range(0, r, chunk):
-        sl = slice(s, s + chunk)
-        wy = _paste_weights(b[sl, 1], b[sl, 3], h, m)  # (r, H, M)
-        wx = _paste_weights(b[sl, 0], b[sl, 2], w, m)  # (r, W, M)
-        out[sl] = torch.bmm(torch.bmm(wy, p[sl]), wx.transpose(1, 2)) >= threshold
+    win = paste_windows(b, image_size)
+    sizes = (win[:, 3] - win[:, 1]).clamp(min=0), (win[:, 2] - win[:, 0]).clamp(min=0)
+    order = torch.argsort(sizes[0] * sizes[1], descending=True).tolist()  # similar windows batch together
+    s = 0
+    while s < r:
+        area = int(sizes[0][order[s]] * sizes[1][order[s]])  # the largest window of this chunk
+        n = max(1, min(r - s, max_elements // max(1, area)))
+        idx = order[s:s + n]
+        s += n
+        sel = torch.as_tensor(idx, device=probs.device)
+        hh, ww = int(sizes[0][sel].max()), int(sizes[1][sel].max())  # a frame that holds every window
+        if hh == 0 or ww == 0:
+            continue
+        # weights over each mask's own window, in a common (hh, ww) frame anchored at its window's corner
+        wy = _paste_weights(b[sel, 1], b[sel, 3], win[sel, 1], hh, m)  # (n, hh, M)
+        wx = _paste_weights(b[sel, 0], b[sel, 2], win[sel, 0], ww, m)  # (n, ww, M)
+        res = torch.bmm(torch.bmm(wy, p[sel]), wx.transpose(1, 2)) >= threshold  # (n, hh, ww)
+        for k, i in enumerate(idx):
+            ya, xa = int(win[i, 1]), int(win[i, 0])
+            hy, wx_ = int(win[i, 3]) - ya, int(win[i, 2]) - xa
+            if hy > 0 and wx_ > 0:
+                out[i, ya:ya + hy, xa:xa + wx_] = res[k, :hy, :wx_]
     return out
