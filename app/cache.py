@@ -7,7 +7,7 @@
 | :func:`alignment_cached`: one FAM level's alignment | model × image × AMP × level × radius × GT key | shared resource |
 | :func:`compare_cached`: label-map comparison with GT | model keys × image × GT key × class space | data (a copy each) |
 | :func:`results_cached`: detections as COCO results | model × image × AMP × category ids | data |
-| :func:`gt_annotations_cached`: GT objects from PNGs | GT key × instance key × thing classes | data |
+| :func:`gt_annotations_cached`: GT objects from PNGs, id = instance id | GT × instances × thing classes | data |
 | :func:`detection_compare_cached`: COCO matching A/B | model keys × image × AMP × GT key × categories | data |
 | :func:`agreement_cached`: objects only A / only B find | model keys × image × AMP × score threshold | data |
 | :func:`query_borders_cached`: MaskFormer segments A vs B | model keys × image × AMP | data |
@@ -100,9 +100,8 @@ def results_cached(handle_key: str, image_key: str, amp: bool, category_ids: tup
 @st.cache_data(max_entries=16, show_spinner=False)
 def gt_annotations_cached(gt_key: str, inst_key: str, things: tuple[int, ...], _gt: np.ndarray,
                           _inst: np.ndarray) -> list[dict[str, Any]]:
-    from fapn_core.data.coco import gt_annotations
-
-    return gt_annotations(_gt, _inst, list(things), image_id=1)
+    # ids = instance ids: an object has the same id in the detector and the label-map object tables
+    return dp.annotations_from_maps(_gt, _inst, list(things))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -42,6 +42,8 @@ class Context:
     max_side: int
     coco_gt: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None  # (annotations, categories)
     gt_classes: tuple[str, ...] | None = None  # class names of the label-map GT when known (gallery samples)
+    image_origin: str = "upload"  # "synthetic sample" | "gallery photo" | "upload"
+    image_error: str | None = None  # why the chosen image file cannot be used (the user's words)
 
     def gt_mismatch(self) -> str:
         """Why the label-map ground truth does not fit the models' classes (empty when it fits or is unknown)."""

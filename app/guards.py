@@ -1,38 +1,130 @@
-"""Page guards and the lines every page shares: what is missing before a page can run, the status line, and
-the dispatch of a page's object / label-map sections by what the pair has."""
+"""Page guards and the lines every page shares: what is missing before a page can run, the status line with the
+out-of-domain notice, and the dispatch of a page's object / label-map sections by what the pair has."""
 
 from __future__ import annotations
 
 import streamlit as st
+from app import releases, ui
 from app.cache import inference_count
 from app.context import Context
 from fapn_core.models import dcn_ext
 
 
+def wall_time(ms: float) -> str:
+    """A duration as people read it: ``850 ms``, ``11.5 s``."""
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def status_line(ctx: Context) -> None:
-    """Device, each model's latency and whether its inference came from the cache."""
+    """Device, each model's wall time on this image (labelled as such: not a benchmark) and whether its inference
+    came from the cache; then the out-of-domain notice where it applies (:func:`domain_note`)."""
     if not ctx.ready:
         return
     parts = [f"device **{ctx.device}**" + (" · AMP" if ctx.amp else "")]
     if str(ctx.device).startswith("cpu"):
         parts.append("deformable conv: " + ("compiled CPU kernel" if dcn_ext.load() is not None
                                             else "PyTorch path (run `fapn build-ext` for the faster compiled one)"))
+    times, counts = [], []
     for slot, handle in (("A", ctx.a), ("B", ctx.b)):
         pred = ctx.prediction(slot.lower())
         n = inference_count(handle.key, ctx.image_key, ctx.amp)
-        parts.append(f"{slot} `{handle.card.get('name', handle.label)}` {pred.latency_ms:.0f} ms"
-                     f" ({'computed once' if n <= 1 else f'computed {n}×'}, cached for all pages)")
+        times.append(f"{slot} `{handle.display_name}` {wall_time(pred.latency_ms)}")
+        counts.append("once" if n <= 1 else f"{n}×")
+    parts.append("this run's wall time for one pass on this image: " + ", ".join(times)
+                 + f" (computed {' / '.join(counts)}, cached for all pages; not a benchmark — compare speed on "
+                   "**Models & speed**)")
     st.caption(" · ".join(parts))
+    domain_note(ctx)
+
+
+# ------------------------------------------------------------------------------------ out-of-domain notice
+def _listed(names: list[str]) -> str:
+    return f"{len(names)} classes: {', '.join(names)}"
+
+
+def _task_sentence(task: str, card: dict) -> str:
+    """What a model of ``task`` trained on the synthetic scenes does on other images, and the releases to load."""
+    things = [str(c) for c in card.get("classes") or []]
+    names = releases.releases_for(task)
+    where = "one of the releases on the About page"
+    if len(names) == 2:
+        where = (f"e.g. the {releases.DATASET[task]} {task} release `{names[0]}` (FaPN) or `{names[1]}` (its FPN "
+                 "baseline)")
+    if task == "semantic":
+        return (f"A semantic model gives every pixel one of its classes ({_listed(things)}) whatever the image shows, "
+                "so on other images its labels say little about them. For real street scenes load "
+                f"an official checkpoint, {where}")
+    stuff = [str(c) for c in card.get("stuff_classes") or [] if str(c) != "things"]
+    if task == "panoptic":
+        return (f"A Panoptic FPN finds objects of its thing classes only ({_listed(things)}) and gives every other "
+                f"pixel one of its stuff classes ({_listed(stuff)}): other objects are missed or called one of "
+                f"these, other regions one of those. For real photos load an official checkpoint, {where}")
+    what = "boxes and masks" if task == "instance" else "boxes"
+    head = "A Mask R-CNN" if task == "instance" else "A Faster R-CNN"
+    return (f"{head} finds {what} of its thing classes only ({_listed(things)}): any other object is missed or "
+            f"called one of these. For real photos load an official checkpoint, {where}")
+
+
+def in_domain(ctx: Context) -> bool:
+    """Whether the image is, as far as the app can tell, like the synthetic scenes: a synthetic gallery sample, or
+    an image that comes with ground truth in the models' classes (label maps or a COCO JSON of their ids)."""
+    if ctx.image_origin == "synthetic sample":
+        return True
+    if ctx.coco_gt is not None and ctx.instance_pair:
+        try:
+            ids = {c["id"] for c in ctx.categories}
+        except ValueError:
+            return False
+        return {a["category_id"] for a in ctx.coco_gt[0]} <= ids
+    return ctx.gt is not None and not ctx.gt_mismatch() and not ctx.detection_gt_mismatch()
+
+
+def domain_notice(ctx: Context) -> str:
+    """The out-of-domain notice for this pair and image (empty when it does not apply): worded per task, pointing
+    to that task's official releases, and never saying what the image shows."""
+    if not ctx.ready or in_domain(ctx):
+        return ""
+    synthetic = [(slot, h) for slot, h in (("A", ctx.a), ("B", ctx.b)) if ui.trained_on_synthetic(h)]
+    if not synthetic:
+        return ""
+    who = " and ".join(f"{slot} (`{h.display_name}`)" for slot, h in synthetic)
+    were = "were" if len(synthetic) == 2 else "was"
+    if ctx.image_origin == "gallery photo":
+        image = "This gallery image is not one of those scenes."
+    else:
+        image = ("The app cannot tell whether this image is one of those scenes: it came without ground truth in "
+                 "the models' classes.")
+    tasks: dict[str, dict] = {}
+    for _, h in synthetic:
+        tasks.setdefault(h.task, h.card)
+    per_task = " ".join(_task_sentence(t, card) + "." for t, card in tasks.items())
+    return (f"**{who} {were} trained on synthetic street scenes only.** {image} {per_task} Load one with *Upload "
+            "checkpoint* in the sidebar; the **About** page lists every release that loads and the command that "
+            "converts it.")
+
+
+def domain_note(ctx: Context) -> None:
+    """Show :func:`domain_notice` (on every page that interprets a result for this image)."""
+    text = domain_notice(ctx)
+    if text:
+        st.warning(text, icon=":material/warning:")
 
 
 def require_ready(ctx: Context) -> bool:
-    """Show what is missing (and why) instead of the page; True when models and image are there."""
+    """Show what is missing (and why) instead of the page; True when models and image are there. Refused models
+    and images are errors here too, in the user's words and with the user's file names."""
     if ctx.ready:
         return True
     if ctx.a is None or ctx.b is None:
-        st.info("Choose models A and B in the sidebar." + (" " + "; ".join(ctx.errors.values()) if ctx.errors else ""))
+        for slot, why in ctx.errors.items():
+            st.error(f"Model {slot.upper()} could not be loaded: {why}")
+        st.info("Choose models A and B in the sidebar.")
     if ctx.image is None:
-        st.info("Pick a sample or upload an image in the sidebar.")
+        if ctx.image_error:
+            st.error(f"**{ctx.image_name}** cannot be used: {ctx.image_error}. Upload another file, or pick a "
+                     "sample from the gallery.")
+        else:
+            st.info("Pick a sample or upload an image in the sidebar.")
     return False
 
 

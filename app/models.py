@@ -7,6 +7,7 @@ a capability here and a section in a page, without touching the sidebar's picker
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -87,6 +88,30 @@ class ModelHandle:
     def display_name(self) -> str:
         return str(self.card.get("name", self.label))
 
+    @property
+    def file_name(self) -> str:
+        """The checkpoint's file name as the user chose it (the uploaded name, the bundled or local file's)."""
+        return str(self.card.get("_file_name") or Path(self.card.get("_path", self.label)).name)
+
+    @property
+    def neck(self) -> str:
+        return str(getattr(getattr(self.model, "config", None), "neck", ""))
+
+    @property
+    def kind(self) -> str:
+        """What the model is, in words: ``Mask R-CNN · FaPN neck · R18``."""
+        cfg = getattr(self.model, "config", None)
+        head = HEADS.get(getattr(cfg, "head", ""), self.task)
+        neck = NECKS.get(self.neck, self.neck or "?")
+        depth = getattr(cfg, "depth", None)
+        return f"{head} · {neck} neck" + (f" · R{depth}" if depth else "")
+
+
+HEADS = {"semfpn": "Semantic FPN", "pointrend": "PointRend (semantic)", "fasterrcnn": "Faster R-CNN",
+         "maskrcnn": "Mask R-CNN", "panoptic": "Panoptic FPN", "maskformer": "MaskFormer",
+         "pointrend_rcnn": "PointRend Mask R-CNN", "panopticfcn": "Panoptic FCN"}
+NECKS = {"fpn": "FPN", "fapn": "FaPN"}
+
 
 class LockedModel:
     """A shared model seen through its lock: safe to call from a long job while other sessions run pages."""
@@ -153,7 +178,14 @@ def load_uploaded(name: str, data: bytes, device: str) -> ModelHandle:
         tmp = path.with_suffix(".part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    return _load_handle(key, Path(name).stem, str(path), device)
+    try:
+        handle = _load_handle(key, Path(name).stem, str(path), device)
+    except CheckpointError as e:  # say the user's file name, not the content-addressed copy's
+        text = str(e).replace(str(path), Path(name).name).replace(path.name, Path(name).name)
+        raise CheckpointError(text) from None
+    if handle.card.get("_file_name") != Path(name).name:  # the same content uploaded under another name
+        handle = dataclasses.replace(handle, card=dict(handle.card, _file_name=Path(name).name))
+    return handle
 
 
 def server_paths() -> sp.ServerPaths:

@@ -7,6 +7,10 @@ whether to offer a COCO JSON): a new model family needs no change here.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 
 import streamlit as st
@@ -58,7 +62,9 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str],
         errors[slot] = str(e)
         st.error(f"Model {slot.upper()}: {e}")
         return None
-    with st.expander(f"{slot.upper()}: {handle.card.get('name', handle.label)} — model card"):
+    # the whole file name (the uploader's chip shortens it) and what the checkpoint holds, so two look different
+    st.caption(f"{slot.upper()}: **{handle.file_name}** — {handle.kind}, model `{handle.display_name}`")
+    with st.expander(f"{slot.upper()}: {handle.display_name} — model card"):
         card = handle.card
         st.caption(f"{card.get('num_params', 0) / 1e6:.2f} M parameters · trained on {card.get('training_data')}")
         metrics = card.get("metrics") or {}
@@ -68,71 +74,99 @@ def _model_picker(slot: str, default: str, device: str, errors: dict[str, str],
     return handle
 
 
-def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, want_coco: bool):
-    notes: list[str] = []
-    gt = inst = coco = gt_classes = None
-    gt_error = None
+@dataclass
+class _Picked:
+    """What the image picker chose: the image (None when none or refused) and what comes with it."""
+
+    image: np.ndarray | None = None
+    name: str = ""
+    notes: list[str] = field(default_factory=list)
+    gt: np.ndarray | None = None
+    inst: np.ndarray | None = None
+    gt_error: str | None = None
+    coco: tuple | None = None
+    gt_classes: tuple[str, ...] | None = None
+    origin: str = "upload"
+    error: str | None = None
+
+
+def plain_words(message: str) -> str:
+    """An image-reading error in the user's words (no library names, no decoder internals)."""
+    text = re.sub(r"^the image file ", "the file ", message)
+    text = text.replace("not an image Pillow can read", "not an image file this app can read")
+    text = re.sub(r"\(checked before decoding(; Pillow: .*)?\)", "(checked before reading its pixels)", text)
+    plain = {"truncated or corrupt": "truncated or corrupt (only part of it arrived, or it is damaged)",
+             "could not be opened": "could not be opened as an image", "could not be decoded": "could not be read"}
+    return re.sub(r"(truncated or corrupt|could not be opened|could not be decoded): .*",
+                  lambda m: plain[m.group(1)], text)
+
+
+def _image_picker(max_side: int, max_pixels: int, expected_classes: int | None, want_coco: bool) -> _Picked:
+    out = _Picked()
     entries = cache.samples()
     options = ["Sample gallery", "Upload image"]
     src = st.radio("Image", options, horizontal=True, key="img_src")
     if src == "Sample gallery" and entries:
         names = [e["name"] for e in entries]
         name = st.selectbox("Sample", names, key="sample_name")
-        image, gt, inst = cache.read_sample(name)
-        if gt is not None:
-            notes.append("ground truth from the sample")
-            entry = next(e for e in entries if e["name"] == name)
+        entry = next(e for e in entries if e["name"] == name)
+        out.name, out.origin = name, "synthetic sample" if entry.get("dataset") == "synthetic" else "gallery photo"
+        image, out.gt, out.inst = cache.read_sample(name)
+        if out.gt is not None:
+            out.notes.append("ground truth from the sample")
             if entry.get("dataset") == "synthetic":
                 from fapn_core.data.synthetic import CLASS_NAMES
 
-                gt_classes = tuple(CLASS_NAMES)
+                out.gt_classes = tuple(CLASS_NAMES)
     else:
         up = st.file_uploader("Image", type=list(IMAGE_TYPES), key="img_upload")
         if up is None:
-            return None, "", [], None, None, None, None, None
-        name = up.name
+            return out
+        out.name = up.name
         try:
             decoded = cache.decode_upload(up.getvalue(), max_pixels)
         except InputError as e:
-            st.error(f"{name}: {e}")
-            return None, name, [], None, None, None, None, None
-        image, notes = decoded.rgb, list(decoded.notes)
+            out.error = plain_words(str(e))
+            st.error(f"{up.name}: {out.error}")
+            return out
+        image, out.notes = decoded.rgb, list(decoded.notes)
         gt_up = st.file_uploader("Ground truth (PNG of class ids, optional)", type=["png"], key="gt_upload")
         inst_up = st.file_uploader("Instance ids (PNG, optional)", type=["png"], key="inst_upload")
         if gt_up is not None:
             try:
-                gt = decode_label(gt_up.getvalue(), expected_hw=image.shape[:2], num_classes=expected_classes)
+                out.gt = decode_label(gt_up.getvalue(), expected_hw=image.shape[:2], num_classes=expected_classes)
             except InputError as e:
-                gt_error = f"{gt_up.name}: {e}"
-        if inst_up is not None and gt is not None:
+                out.gt_error = f"{gt_up.name}: {e}"
+        if inst_up is not None and out.gt is not None:
             try:
-                inst = decode_instances(inst_up.getvalue(), expected_hw=image.shape[:2])
+                out.inst = decode_instances(inst_up.getvalue(), expected_hw=image.shape[:2])
             except InputError as e:
-                gt_error = f"{inst_up.name}: {e}"
-        elif inst_up is not None and gt_error is None:
-            gt_error = (f"{inst_up.name}: an instance-id PNG needs the class-id PNG beside it (the classes of its "
-                        "objects); or upload a COCO instances JSON instead")
+                out.gt_error = f"{inst_up.name}: {e}"
+        elif inst_up is not None and out.gt_error is None:
+            out.gt_error = (f"{inst_up.name}: an instance-id PNG needs the class-id PNG beside it (the classes of "
+                            "its objects); or upload a COCO instances JSON instead")
         if want_coco:
             coco_up = st.file_uploader("Objects (COCO instances JSON, optional)", type=["json"], key="coco_upload",
                                        help="Ground truth for detectors: the JSON's image entry must have this "
                                             "image's size (and its file_name, when the JSON lists several images).")
             if coco_up is not None:
                 try:
-                    coco = cache.decode_coco(coco_up.getvalue(), coco_up.name, name, tuple(image.shape[:2]))
+                    out.coco = cache.decode_coco(coco_up.getvalue(), coco_up.name, up.name, tuple(image.shape[:2]))
                 except ValueError as e:
-                    gt_error = str(e)
+                    out.gt_error = str(e)
     resized, msg = fit_size(image, max_side, max_pixels)
     if msg:
-        notes.append(msg)
-        if gt is not None:
-            gt = resize_label(gt, resized.shape[:2])
-        if inst is not None:
-            inst = resize_label(inst, resized.shape[:2])
-        if coco is not None:
-            coco = (dp.resize_annotations(coco[0], image.shape[:2], resized.shape[:2]), coco[1])
-    if coco is not None:
-        notes.append(f"{len(coco[0])} ground-truth objects from the COCO JSON")
-    return resized, name, notes, gt, inst, gt_error, coco, gt_classes
+        out.notes.append(msg)
+        if out.gt is not None:
+            out.gt = resize_label(out.gt, resized.shape[:2])
+        if out.inst is not None:
+            out.inst = resize_label(out.inst, resized.shape[:2])
+        if out.coco is not None:
+            out.coco = (dp.resize_annotations(out.coco[0], image.shape[:2], resized.shape[:2]), out.coco[1])
+    if out.coco is not None:
+        out.notes.append(f"{len(out.coco[0])} ground-truth objects from the COCO JSON")
+    out.image = resized
+    return out
 
 
 def build_context() -> Context:
@@ -162,15 +196,14 @@ def build_context() -> Context:
         semantic = [h for h in (a, b) if h is not None and h.has_semantic]
         expected = semantic[0].num_classes if semantic else None
         want_coco = any(h is not None and h.has_instances for h in (a, b))
-        image, name, notes, gt, inst, gt_error, coco, gt_classes = _image_picker(
-            int(max_side), DEFAULT_MAX_PIXELS, expected, want_coco)
-        if gt_error:
-            st.error(gt_error)
-        for n in notes:
+        pick = _image_picker(int(max_side), DEFAULT_MAX_PIXELS, expected, want_coco)
+        if pick.gt_error:
+            st.error(pick.gt_error)
+        for n in pick.notes:
             st.caption(f"ℹ️ {n}")
-    key = hash_array(image) if image is not None else ""
-    ctx = Context(a, b, errors, image, name, key, notes, gt, gt_error, inst, device, amp, int(max_side), coco,
-                  gt_classes)
+    key = hash_array(pick.image) if pick.image is not None else ""
+    ctx = Context(a, b, errors, pick.image, pick.name, key, pick.notes, pick.gt, pick.gt_error, pick.inst, device,
+                  amp, int(max_side), pick.coco, pick.gt_classes, pick.origin, pick.error)
     st.session_state["_fapn_ctx"] = ctx
     return ctx
 

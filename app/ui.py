@@ -11,10 +11,57 @@ import streamlit as st
 from fapn_core.viz import class_legend, legend_figure, to_png_bytes
 
 
-def legend(labels: list[np.ndarray], palette: np.ndarray, class_names: list[str]) -> None:
+def legend(labels: list[np.ndarray], palette: np.ndarray, class_names: list[str], key: str = "legend") -> None:
+    """The classes of every label map shown (predictions and ground truth), each with its share of their pixels."""
     entries = class_legend(labels, palette, class_names)
     if entries:
-        st.plotly_chart(legend_figure(entries), config={"displayModeBar": False}, key=f"legend_{id(labels)}")
+        st.plotly_chart(legend_figure(entries), config={"displayModeBar": False}, key=key)
+
+
+def delta(value: float, digits: int = 2, unit: str = "") -> str | None:
+    """A metric's change as ``+1.23`` (``None``, i.e. no arrow, when it rounds to zero)."""
+    if not np.isfinite(value) or round(value, digits) == 0:
+        return None
+    return f"{value:+.{digits}f}{unit}"
+
+
+def _number(v: Any, digits: int) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+        return "—"
+    text = f"{float(v):.{digits}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def display_frame(df: pd.DataFrame, digits: int = 2) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``df`` as shown: a column with missing values gets "—" there (Streamlit draws a missing value as "None")
+    and its numbers as text to ``digits`` places, right-aligned; other columns are unchanged. Also the
+    ``column_config`` that aligns them."""
+    out, config = df.copy(), {}
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col) or not col.isna().any():
+            continue
+        numeric = pd.api.types.is_numeric_dtype(col)
+        out[c] = [_number(v, digits) if v is None or (isinstance(v, (int, float, np.number)) and not
+                                                       isinstance(v, (bool, np.bool_))) else str(v) for v in col]
+        if numeric or all(isinstance(v, (int, float, np.number)) for v in col.dropna()):
+            config[c] = st.column_config.TextColumn(alignment="right")
+    return out, config
+
+
+def table(df: pd.DataFrame, digits: int = 2, **kwargs):
+    """``st.dataframe`` of :func:`display_frame` (full width, no index unless asked): "—" for a missing value,
+    never "None"; say what "—" means in a caption beside it."""
+    frame, config = display_frame(df, digits)
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    kwargs["column_config"] = {**config, **kwargs.get("column_config", {})}
+    return st.dataframe(frame, **kwargs)
+
+
+def a_task(task: str) -> str:
+    """``a semantic model``, ``an instance model``."""
+    return f"{'an' if task[:1] in 'aeiou' else 'a'} {task} model"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -81,28 +128,35 @@ def trained_on_synthetic(handle) -> bool:
     return str(handle.key).startswith("bundled:")
 
 
-def image_is_upload() -> bool:
-    """Whether the sidebar's image is an upload rather than a sample from the gallery."""
-    from app import cache
-
-    return st.session_state.get("img_src", "Sample gallery") != "Sample gallery" or not cache.samples()
+SIZE_PREFIXES = ("small", "medium", "large", "all")
+#: the evaluation tables' column suffixes, in the words the app uses
+SIZE_STATS = {"n": "objects", "found": "found (%)", "hit": "found (%)", "IoU": "mean IoU (%)"}
 
 
-def synthetic_domain_note(ctx) -> None:
-    """On an uploaded image, warn that A/B trained on synthetic scenes only and point to official checkpoints."""
-    if not ctx.ready or not image_is_upload():
-        return
-    synthetic = [(slot, h) for slot, h in (("A", ctx.a), ("B", ctx.b)) if trained_on_synthetic(h)]
-    if not synthetic:
-        return
-    who = " and ".join(f"{slot} (`{h.card.get('name', h.label)}`)" for slot, h in synthetic)
-    classes = synthetic[0][1].card.get("classes") or []
-    known = f" ({len(classes)} classes: {', '.join(classes)})" if classes else ""
-    they = "they" if len(synthetic) == 2 else "it"
-    st.warning(
-        f"**{who} {'were' if len(synthetic) == 2 else 'was'} trained on synthetic street scenes only**{known}. "
-        f"On an uploaded photo {they} still give{'' if len(synthetic) == 2 else 's'} every pixel one of these "
-        "classes, so the labels say little about what the photo shows. For real images load an official checkpoint "
-        "(e.g. a FaPN-full or detectron2 PointRend semantic release for Cityscapes) with *Upload checkpoint* in the "
-        "sidebar; the **About** page lists the releases that load and the command that converts each.",
-        icon=":material/warning:")
+def fit_width(df: pd.DataFrame, max_columns: int = 9) -> list[pd.DataFrame]:
+    """A wide table as tables that fit the page: ``<size>_<stat>`` columns (objects by size) become one row per
+    (first column, size) with the other columns in a second table; other tables stay as they are."""
+    if len(df.columns) <= max_columns:
+        return [df]
+    key = df.columns[0]
+    sized = [c for c in df.columns if "_" in str(c) and str(c).split("_", 1)[0] in SIZE_PREFIXES]
+    if sized:
+        long = []
+        for _, row in df.iterrows():
+            for size in SIZE_PREFIXES:
+                cols = [c for c in sized if str(c).startswith(size + "_")]
+                if cols:
+                    long.append({key: row[key], "size": size,
+                                 **{SIZE_STATS.get(str(c).split("_", 1)[1], str(c).split("_", 1)[1]): row[c]
+                                    for c in cols}})
+        rest = [c for c in df.columns if c not in sized]
+        return [pd.DataFrame(long)] + ([df[rest]] if len(rest) > 1 else [])
+    return [df]
+
+
+def full_width(image_hw: tuple[int, int], max_height: int = 760, page_width: int = 1100) -> int | str:
+    """``st.image`` width for a full-width drawing: the page width, or narrower so a tall image stays under
+    ``max_height`` px on screen."""
+    h, w = image_hw
+    fit = int(max_height * w / max(h, 1))
+    return "stretch" if fit >= page_width else fit

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import models, sidebar
+from app import models, releases, sidebar
 from fapn_core.io import DEFAULT_MAX_PIXELS
 from fapn_core.viz import DEFAULT_SCALES, motivation_figure
 
@@ -60,48 +60,25 @@ st.dataframe(pd.DataFrame([
     ("FPN (PointRend)", "R101", 47.8, 54.6, 60.5, 64.9, 57.0), ("FaPN", "R101", 50.1, 57.1, 62.9, 67.2, 59.3)],
     columns=["method", "backbone", "3px", "5px", "8px", "12px", "mean"]), hide_index=True)
 st.subheader("Official checkpoints that load")
-F, D = "FaPN-full", "detectron2 model zoo"
-# task, source, release (official config name), native model, parameters (README; = the manifests)
-RELEASES = [
-    ("semantic", F, "pointrend_semantic_R_50_FAN_1x_cityscapes", "fapn_r50_pointrend", 33_075_182),
-    ("semantic", "detectron2 (R101 config at depth 50)", "pointrend_semantic_R_50_FPN_1x_cityscapes",
-     "fpn_r50_pointrend", 28_632_678),
-    ("semantic", F, "pointrend_semantic_R_101_FAN_1x_cityscapes", "fapn_r101_pointrend", 52_015_086),
-    ("semantic", D, "pointrend_semantic_R_101_FPN_1x_cityscapes", "fpn_r101_pointrend", 47_572_582),
-    ("detection", F, "faster_rcnn_R_50_FAN_1x", "fapn_r50_fasterrcnn", 46_142_440),
-    ("detection", D, "faster_rcnn_R_50_FPN_1x", "fpn_r50_fasterrcnn", 41_699_936),
-    ("detection", F, "faster_rcnn_R_101_FAN_3x", "fapn_r101_fasterrcnn", 65_082_344),
-    ("detection", D, "faster_rcnn_R_101_FPN_3x", "fpn_r101_fasterrcnn", 60_639_840),
-    ("instance", F, "mask_rcnn_R_50_FAN_1x", "fapn_r50_maskrcnn", 48_785_720),
-    ("instance", D, "mask_rcnn_R_50_FPN_1x", "fpn_r50_maskrcnn", 44_343_216),
-    ("instance", F, "mask_rcnn_R_101_FAN_3x", "fapn_r101_maskrcnn", 67_725_624),
-    ("instance", D, "mask_rcnn_R_101_FPN_3x", "fpn_r101_maskrcnn", 63_283_120),
-    ("panoptic", F, "panoptic_fan_R_50_1x", "fapn_r50_panoptic", 50_416_494),
-    ("panoptic", D, "panoptic_fpn_R_50_1x", "fpn_r50_panoptic", 45_973_990),
-    ("panoptic", F, "panoptic_fan_R_101_3x", "fapn_r101_panoptic", 69_356_398),
-    ("panoptic", D, "panoptic_fpn_R_101_3x", "fpn_r101_panoptic", 64_913_894),
-]
+D, RELEASES = releases.D2, releases.RELEASES
 
 
 def _row(task, source, release, name, params):
     ckpt = "model_final_<id>.pkl" if source == D else "model_final.pth"
-    return {"task": f"{task} · {'Cityscapes' if task == 'semantic' else 'COCO'}", "release (config)": release,
-            "source": source, "native model": f"`{name}`", "parameters": f"{params:,}",
-            "in the app": "yes" if task == "semantic" else {"detection": "yes: boxes, objects, neck views",
-                                                            "instance": "yes: boxes, masks, objects, neck views",
-                                                            "panoptic": "yes: every view"}[task],
+    views = {"semantic": "yes: label-map views" + (", Queries" if "maskformer" in name else ""),
+             "detection": "yes: boxes, objects, neck views", "instance": "yes: boxes, masks, objects, neck views",
+             "panoptic": "yes: every view"}[task]
+    return {"task": f"{task} · {releases.dataset_of(release, task)}", "release (config)": release,
+            "source": source, "native model": f"`{name}`", "parameters": f"{params:,}", "in the app": views,
             "convert": f"`fapn convert {ckpt} {name}.safetensors [--config config.yaml]`"}
 
 
-rows = [_row(*r) for r in RELEASES] + [
-    {"task": "instance · COCO",
-     "release (config)": "pointrend_rcnn_R_50_FAN_1x_coco, pointrend_rcnn_R_50_FPN_1x_coco", "source": f"{F}, {D}",
-     "native model": "—", "parameters": "—", "in the app": "refused",
-     "convert": "refused with a message: PointRend's instance mask head is not implemented"}]
+rows = [_row(*r) for r in RELEASES]
 st.table(pd.DataFrame(rows), hide_index=True)
 st.markdown("""
-Semantic releases are Cityscapes (19 classes); the R-CNN family is COCO (80 thing classes, and 53 stuff classes for
-Panoptic FPN). Every parameter count equals the official state-dict manifest, key for key. `--config` is the
+PointRend semantic releases are Cityscapes (19 classes), MaskFormer's ADE20K (150) or COCO-Stuff-10K (171); the
+R-CNN family and PanopticFCN are COCO (80 thing classes, and 53 stuff classes for Panoptic FPN / PanopticFCN). All
+13 FaPN-full releases load, each beside its plain counterpart. Every parameter count equals the official state-dict manifest, key for key. `--config` is the
 release's detectron2 config dump (optional: without it the architecture and head are inferred from the keys); then
 `fapn info <name>.safetensors` shows the card. The detectron2 zoo has no R50 PointRend semantic release: the paper's
 R50 FPN baseline is its R101 config at depth 50, so that row is for a checkpoint you train with that config.

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import guards, sidebar, ui
 from fapn_core.attribution import AttributionInterrupted, Target, attribute, normalize_map
-from fapn_core.viz import apply_colormap, greyed
+from fapn_core.viz import apply_colormap, greyed, region_outline
 
 METHODS = {"Integrated Gradients (input)": "integrated_gradients", "LayerGradCAM (neck level)": "gradcam",
            "Occlusion": "occlusion"}
@@ -19,9 +19,9 @@ st.caption("Which input pixels (or neck locations) drive the score of a class in
            "LayerGradCAM weighs a neck level's activations by their pooled gradients; Occlusion greys out "
            "windows and records the score drop.")
 if guards.require_ready(ctx) and not ctx.semantic_only:
-    st.info(f"Attribution takes a semantic model's class logits over a region; A is a {ctx.a.task} model and B a "
-            f"{ctx.b.task} model. Detectors output boxes and masks per object (a Panoptic FPN adds a semantic head), "
-            "which this page does not attribute yet. Pick two semantic models as A and B.")
+    st.info(f"Attribution takes a semantic model's class logits over a region; A is {ui.a_task(ctx.a.task)} and B "
+            f"{ui.a_task(ctx.b.task)}. Detectors output boxes and masks per object (a Panoptic FPN adds a semantic "
+            "head), which this page does not attribute yet. Pick two semantic models as A and B.")
 elif ctx.ready:
     guards.status_line(ctx)
     name_a, name_b = ui.names(ctx)
@@ -64,9 +64,8 @@ elif ctx.ready:
     except ValueError as e:
         st.error(str(e))
         st.stop()
-    preview = greyed(ctx.image, 0.7)
-    preview[region] = (255, 200, 0)
-    st.image(preview, caption="target region (yellow)", width="stretch")
+    st.image(region_outline(ctx.image, region), caption="target region (yellow outline; the image inside is "
+             "what the models see)", width="stretch")
     run_key = (ctx.a.key, ctx.b.key, ctx.image_key, method, repr(target.pixel), repr(target.box), class_id,
                tuple(sorted(opts.items())))
     if st.button("Compute for A and B", type="primary", key="att_run"):

@@ -7,9 +7,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app import objects_ui as ou
 from app import cache, guards, keys, sidebar, ui
-from fapn_core.metrics.detection_pair import annotation_arrays, names_by_id
-from fapn_core.viz import agreement_view, disagreement_view, draw_detections, draw_panoptic, overlay_labels
+from fapn_core.metrics.detection_pair import annotation_arrays, names_by_id, select_detections
+from fapn_core.viz import (
+    AGREEMENT_KEY, agreement_view, disagreement_view, draw_detections, draw_panoptic, key_figure, overlay_labels,
+)
 
 
 def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
@@ -20,12 +23,14 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     for col, tag, h, pred, name in ((cols[0], "A", ctx.a, pa, name_a), (cols[1], "B", ctx.b, pb, name_b)):
         png, _ = ui.drawn(f"sem|{h.key}|{space}", lambda p=pred: overlay_labels(ctx.image, p.labels, ctx.palette,
                                                                                alpha=alpha))
-        col.image(png, caption=f"{tag} · {name} · {pred.latency_ms:.0f} ms", width="stretch")
+        col.image(png, caption=f"{tag} · {name}", width="stretch")
     if show_gt:
         png, _ = ui.drawn(f"gt|{keys.hash_array(ctx.gt)}|{space}",
                           lambda: overlay_labels(ctx.image, ctx.gt, ctx.palette, alpha=alpha))
         cols[2].image(png, caption="ground truth", width="stretch")
-    ui.legend([pa.labels, pb.labels], ctx.palette, ctx.class_names)
+    ui.legend([pa.labels, pb.labels] + ([ctx.gt] if show_gt else []), ctx.palette, ctx.class_names)
+    st.caption("Legend: every class in the maps above" + (" (A, B and the ground truth)" if show_gt else "")
+               + ", with its share of their labelled pixels.")
 
     def disagreement():
         d = disagreement_view(ctx.image, pa.labels, pb.labels)
@@ -33,7 +38,7 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
 
     png, (pixels, fraction) = ui.drawn(f"dis|{ctx.a.key}|{ctx.b.key}|{ctx.image_key}|{ctx.amp}", disagreement)
     st.subheader("Where A and B disagree")
-    st.image(png, caption=f"{pixels:,} px ({100 * fraction:.2f} %) differ", width="stretch")
+    st.image(png, caption=f"{pixels:,} px ({100 * fraction:.2f} %) differ", width=ui.full_width(ctx.image.shape[:2]))
     d1, d2 = st.columns(2)
     d1.download_button("Prediction A (class ids PNG)", ui.label_png(pa.labels),
                        file_name=f"{ctx.image_name}_A_{name_a}.png", mime="image/png", key="dl_a")
@@ -44,11 +49,13 @@ def semantic_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
         st.subheader("Against the ground truth (label maps)")
         m1, m2, m3 = st.columns(3)
         m1.metric("mIoU A", f"{100 * res.a.miou:.2f} %")
-        m2.metric("mIoU B", f"{100 * res.b.miou:.2f} %", f"{100 * (res.b.miou - res.a.miou):+.2f}")
+        m2.metric("mIoU B", f"{100 * res.b.miou:.2f} %", ui.delta(100 * (res.b.miou - res.a.miou), unit=" vs A"))
         m3.metric("pixel accuracy B", f"{100 * res.b.pixel_accuracy:.2f} %",
-                  f"{100 * (res.b.pixel_accuracy - res.a.pixel_accuracy):+.2f}")
-        st.dataframe(ui.per_class_table(ctx.class_names, res.a.iou, res.b.iou, "A", "B"), hide_index=True,
-                     width="stretch")
+                  ui.delta(100 * (res.b.pixel_accuracy - res.a.pixel_accuracy), unit=" vs A"))
+        ui.table(ui.per_class_table(ctx.class_names, res.a.iou, res.b.iou, "A", "B"))
+        st.caption("—: the IoU is undefined because the class is in neither the ground truth nor that model's "
+                   "prediction (0 means the model predicted it where the ground truth has none, or missed it); Δ is "
+                   "— when either side is.")
     elif ctx.gt_mismatch():
         st.caption(f"No per-class IoU: {ctx.gt_mismatch()}.")
     else:
@@ -62,13 +69,36 @@ def own_view(ctx, col, tag: str, handle, pred, name: str, alpha: float = 0.55) -
     names, pal = handle.semantic
     png, _ = ui.drawn(f"own|{handle.key}|{ctx.image_key}|{ctx.amp}|{alpha}",
                       lambda: overlay_labels(ctx.image, pred.labels, ui.palette_array(pal, len(names)), alpha=alpha))
-    col.image(png,
-              caption=f"{tag} · {name}: semantic prediction · {pred.latency_ms:.0f} ms", width="stretch")
+    col.image(png, caption=f"{tag} · {name}: semantic prediction", width="stretch")
+
+
+def _filters(cats: list[dict]) -> dict:
+    """The drawing controls: score threshold, at most N per model, classes and sizes."""
+    c = st.columns([3, 2, 3, 3])
+    thresh = c[0].slider("Instance score threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_score")
+    top = c[1].number_input("Draw at most (per model)", 1, 100, 25, key="cmp_top",
+                            help="the highest-scoring detections that pass the other filters")
+    names = {c["id"]: c["name"] for c in cats}
+    chosen = c[2].multiselect("Classes", list(names), default=list(names), format_func=lambda i: names[i],
+                              key="cmp_classes")
+    sizes = c[3].multiselect("Sizes (COCO)", ["small", "medium", "large"], default=["small", "medium", "large"],
+                             key="cmp_sizes", help="small < 32², medium < 96² px (mask area, else box area)")
+    return {"score_thresh": float(thresh), "top_n": int(top), "category_ids": chosen, "sizes": sizes}
+
+
+def _class_legend(ctx, counts: dict[str, dict[int, int]]) -> None:
+    """The class colours of the drawings, with how many of each class every drawing shows."""
+    names, pal = ctx.a.semantic if ctx.a.has_instances else ctx.b.semantic
+    fig = ou.class_count_legend(names, ui.palette_array(pal, len(names)), counts)
+    if fig is None:
+        st.caption("No detection passes the filters.")
+        return
+    st.plotly_chart(fig, config={"displayModeBar": False}, key="det_legend")
+    st.caption("Class colours, and how many of each class every drawing shows.")
 
 
 def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
     st.subheader("Instances and panoptic segments")
-    thresh = st.slider("Instance score threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_score")
     gt, cats = None, []
     if ctx.instance_pair:
         try:
@@ -80,7 +110,13 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
             gt = ctx.detection_gt()
         except ValueError as e:
             st.caption(f"No ground-truth objects: {e}.")
-    cols = st.columns(3 if gt is not None else 2)
+    else:
+        cats = (ctx.a if ctx.a.has_instances else ctx.b).categories
+    flt = _filters(cats)
+    fkey = f"{flt['score_thresh']}|{flt['top_n']}|{flt['category_ids']}|{flt['sizes']}"
+    cols = st.columns(2)
+    counts: dict[str, dict[int, int]] = {}
+    chosen: dict[str, list[int]] = {}
     for col, tag, handle, pred, name in ((cols[0], "A", ctx.a, pa, name_a), (cols[1], "B", ctx.b, pb, name_b)):
         det = pred.detections
         if det is None:
@@ -90,12 +126,17 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
         names, pal = handle.semantic
         ids = np.asarray([c["id"] for c in handle.categories], np.int64)
         classes = ids[det.classes.numpy()] if len(det) else det.classes.numpy()
+        keep = select_detections(ctx.detection_results(tag.lower()), **flt)
+        chosen[tag] = keep
+        counts[tag] = {int(k): int(v) for k, v in zip(*np.unique(classes[keep], return_counts=True))} if keep else {}
         key = f"{handle.key}|{ctx.image_key}|{ctx.amp}"
-        png, _ = ui.drawn(f"det|{key}|{thresh}", lambda d=det, c=classes, n=names, p=pal: draw_detections(
-            ctx.image, d.boxes, d.scores, c, d.masks, class_names=n, palette=ui.palette_array(p, len(n)),
-            score_thresh=thresh))
-        col.image(png, caption=f"{tag} · {name}: {int((det.scores >= thresh).sum())} of {len(det)} instances ≥ "
-                          f"{thresh:.2f} · {pred.latency_ms:.0f} ms", width="stretch")
+        png, _ = ui.drawn(f"det|{key}|{fkey}", lambda d=det, c=classes, n=names, p=pal, k=keep: draw_detections(
+            ctx.image, d.boxes[k], d.scores[k], c[k], None if d.masks is None else d.masks[k], class_names=n,
+            palette=ui.palette_array(p, len(n)), score_thresh=0.0))
+        n_thresh = int((det.scores >= flt["score_thresh"]).sum())
+        col.image(png, caption=f"{tag} · {name}: {len(keep)} drawn — {n_thresh} of {len(det)} detections score ≥ "
+                          f"{flt['score_thresh']:.2f}, then the chosen classes and sizes, at most {flt['top_n']}",
+                  width="stretch")
         if det.panoptic_seg is not None:
             card = handle.card
             things = card.get("palette") or ui.palette_array(None, len(card.get("classes", []))).tolist()
@@ -107,6 +148,7 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                               "segment borders)", width="stretch")
         if pred.labels is not None and not ctx.semantic_pair:
             own_view(ctx, col, tag, handle, pred, name)
+    g1, g2 = st.columns(2) if gt is not None else (None, st.container())
     if gt is not None:
         def ground_truth():
             boxes, gcats, masks, crowd = annotation_arrays(gt, ctx.image.shape[:2])
@@ -115,37 +157,62 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
                                   None if masks is None else masks[keep], class_names=gnames,
                                   palette=ui.palette_array(ctx.a.semantic[1], len(gnames)), score_thresh=0.0,
                                   show_scores=False)
-            return img, (int(keep.sum()), int(crowd.sum()))
+            per_class = {int(k): int(v) for k, v in zip(*np.unique(gcats[keep], return_counts=True))}
+            return img, (int(keep.sum()), int(crowd.sum()), per_class)
 
         key = f"gtobj|{keys.annotations_key(gt)}|{ctx.image_key}|{ctx.a.key}|{ctx.b.key}"
-        png, (n_obj, n_crowd) = ui.drawn(key, ground_truth)
-        cols[2].image(png, caption=f"ground truth: {n_obj} objects"
-                                   + (f" (+{n_crowd} crowd regions not drawn)" if n_crowd else ""), width="stretch")
+        png, (n_obj, n_crowd, counts["ground truth"]) = ui.drawn(key, ground_truth)
+        g1.image(png, caption=f"ground truth: {n_obj} objects, all drawn"
+                              + (f" (+{n_crowd} crowd regions not drawn)" if n_crowd else ""), width="stretch")
+    with g2:
+        _class_legend(ctx, counts)
     if not ctx.instance_pair:
         return
+    disagreement_section(ctx, pa, pb, cats, flt, chosen)
+    truth_section(ctx, name_a, name_b, flt["score_thresh"])
+
+
+def disagreement_section(ctx, pa, pb, cats: list[dict], flt: dict, chosen: dict[str, list[int]]) -> None:
+    """Objects only one model finds and, for those both find, where their masks differ: two encodings, a key."""
     ra, rb = ctx.detection_results("a"), ctx.detection_results("b")
-    agr = cache.agreement_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp, float(thresh), ra, rb)
+    thresh = flt["score_thresh"]
+    agr = cache.agreement_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp, thresh, ra, rb)
     da, db = pa.detections, pb.detections
     st.subheader("Where A and B disagree (objects)")
+    in_a, in_b = set(chosen.get("A", [])), set(chosen.get("B", []))
+    only_a = [i for i in agr.only_a if i in in_a]
+    only_b = [i for i in agr.only_b if i in in_b]
+    matched = [m for m in agr.matched if m[0] in in_a or m[1] in in_b]
     masks = da.masks is not None and db.masks is not None
-    png, _ = ui.drawn(f"agr|{ctx.a.key}|{ctx.b.key}|{ctx.image_key}|{ctx.amp}|{thresh}", lambda: agreement_view(
-        ctx.image, da.boxes, da.masks if masks else None, db.boxes, db.masks if masks else None, agr.matched,
-        agr.only_a, agr.only_b))
-    st.image(png, caption=f"blue: only A ({len(agr.only_a)}), red: only B ({len(agr.only_b)}); "
-                     f"{len(agr.matched)} objects both find (same class, {agr.iou_type} IoU ≥ {agr.iou_thresh}; "
-                     + ("where their masks differ: blue = A's mask only, red = B's only" if masks else "grey boxes")
-                     + f"), scores ≥ {thresh:.2f}", width="stretch")
     names = names_by_id(cats)
+
+    def tags(results):
+        return [f"{names[r['category_id']] if r['category_id'] < len(names) else r['category_id']} {r['score']:.2f}"
+                for r in results]
+
+    fkey = f"{flt['top_n']}|{flt['category_ids']}|{flt['sizes']}"
+    png, _ = ui.drawn(f"agr|{ctx.a.key}|{ctx.b.key}|{ctx.image_key}|{ctx.amp}|{thresh}|{fkey}", lambda: agreement_view(
+        ctx.image, da.boxes, da.masks if masks else None, db.boxes, db.masks if masks else None, matched,
+        only_a, only_b, tags_a=tags(ra), tags_b=tags(rb)))
+    key = [k for k in AGREEMENT_KEY if masks or k[1] == "outline"]
+    st.plotly_chart(key_figure(key), config={"displayModeBar": False}, key="agr_key")
+    st.image(png, caption=f"{len(only_a)} of {len(agr.only_a)} objects only A finds and {len(only_b)} of "
+                          f"{len(agr.only_b)} only B finds drawn (the filters above), {len(matched)} of "
+                          f"{len(agr.matched)} both find (same class, {agr.iou_type} IoU ≥ {agr.iou_thresh}); "
+                          f"scores ≥ {thresh:.2f}", width=ui.full_width(ctx.image.shape[:2]))
     rows = [{"model": tag, "det": i, "class": names[r["category_id"]] if r["category_id"] < len(names) else
              r["category_id"], "score": round(r["score"], 3), "box (x, y, w, h)": [round(v) for v in r["bbox"]]}
-            for tag, idx, res in (("only A", agr.only_a, ra), ("only B", agr.only_b, rb)) for i in idx
-            for r in [res[i]]]
+            for tag, idx, res in (("only A", only_a, ra), ("only B", only_b, rb)) for i in idx for r in [res[i]]]
     if agr.matched:
         ious = [m[2] for m in agr.matched]
-        st.caption(f"Paired objects: median {agr.iou_type} IoU between A and B {np.median(ious):.2f}, "
-                   f"{sum(v < 0.75 for v in ious)} below 0.75.")
+        st.caption(f"Paired objects (all {len(ious)} at scores ≥ {thresh:.2f}): median {agr.iou_type} IoU between A "
+                   f"and B {np.median(ious):.2f}, {sum(v < 0.75 for v in ious)} below 0.75.")
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        ui.table(pd.DataFrame(rows), digits=3)
+
+
+def truth_section(ctx, name_a: str, name_b: str, thresh: float) -> None:
+    """A and B against the ground-truth objects: COCO AP (every detection) and counts at the slider's threshold."""
     res, why = guards.detection_comparison_or_reason(ctx)
     if res is None:
         st.caption(why + ".")
@@ -157,22 +224,25 @@ def instance_section(ctx, pa, pb, name_a: str, name_b: str) -> None:
             table.append({"model": f"{tag.upper()} · {name}", "IoU": "box" if t == "bbox" else "mask",
                           **{k: None if not np.isfinite(v) else round(100 * v, 1) for k, v in ap.items()}})
     if table:
-        st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
-    found = {tag: sum(getattr(r, f"hit_{tag}") for r in res.records) for tag in ("a", "b")}
+        ui.table(pd.DataFrame(table), digits=1)
+        st.caption("AP (%) uses every detection (COCO: up to 100 per image, all scores); —: no object of that size.")
+    at, every = res.counts_at(thresh), res.counts_at(0.0)
     c = st.columns(4)
     c[0].metric("objects", res.n_objects)
-    c[1].metric("found by A", found["a"])
-    c[2].metric("found by B", found["b"], f"{found['b'] - found['a']:+d}")
-    c[3].metric("false positives A / B", f"{len(res.false_positives_a)} / {len(res.false_positives_b)}")
-    st.caption("Found = COCO matched a detection of the object's class at IoU 0.5 (all scores, 100 detections). "
-               "The Small objects and Boundaries pages list every object.")
+    c[1].metric(f"found by A (score ≥ {thresh:.2f})", at["found_a"])
+    c[2].metric(f"found by B (score ≥ {thresh:.2f})", at["found_b"],
+                ui.delta(at["found_b"] - at["found_a"], 0, " vs A"))
+    c[3].metric(f"false positives A / B (score ≥ {thresh:.2f})", f"{at['fp_a']} / {at['fp_b']}")
+    st.caption(f"Counts at the slider's score threshold ({thresh:.2f}), as drawn. Found = COCO matched a detection "
+               "of the object's class at IoU 0.5; a false positive is a detection matched to no object. At every "
+               f"score, as AP counts them: found by A {every['found_a']}, by B {every['found_b']}; false positives "
+               f"{every['fp_a']} / {every['fp_b']}. The Small objects and Boundaries pages list every object.")
 
 
 ctx = sidebar.context()
 st.title("Compare A and B")
 if guards.require_ready(ctx):
     guards.status_line(ctx)
-    ui.synthetic_domain_note(ctx)
     name_a, name_b = ui.names(ctx)
     pa, pb = ctx.prediction("a"), ctx.prediction("b")
     if ctx.semantic_pair:

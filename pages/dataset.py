@@ -57,8 +57,8 @@ run_id = hashlib.sha256(f"{ctx.a.key}|{ctx.b.key}|{spec}|{int(limit)}".encode())
 out = RUNS / run_id
 detectors = ctx.a.has_instances and ctx.b.has_instances
 if not ctx.semantic_only and not detectors:
-    st.info(f"A is a {ctx.a.task} model and B a {ctx.b.task} one: one evaluation takes semantic models or "
-            "detectors (Faster/Mask R-CNN, Panoptic FPN), not both. Pick two of one kind.")
+    st.info(f"A is {ui.a_task(ctx.a.task)} and B {ui.a_task(ctx.b.task)}: one evaluation takes semantic models "
+            "or detectors (Faster/Mask R-CNN, Panoptic FPN), not both. Pick two of one kind.")
     st.stop()
 if detectors:
     st.caption("Detectors: COCO box, mask and Boundary AP (faster-coco-eval), PQ for Panoptic FPN, and the objects "
@@ -89,7 +89,7 @@ if summary_path.is_file():
     summary = json.loads(summary_path.read_text())
     st.success(f"{summary['n_images']} images evaluated, {len(summary['skipped'])} skipped, {summary['seconds']:.0f} s")
     titles = {"ablation": "Parameters and mIoU (%)", "boundary": "Boundary band mIoU (%)",
-              "small_objects": "Small objects: hit rate and mean IoU by size (%)"}
+              "small_objects": "Small objects by size: found (at least half the pixels get the class) and mean IoU (%)"}
     table_file = "{}.csv".format
     if "coco" in summary:  # a detector run
         from fapn_core.evaluation import TABLE_TITLES as titles
@@ -99,7 +99,8 @@ if summary_path.is_file():
             continue
         st.subheader(title)
         df = pd.DataFrame(summary["tables"][key])
-        st.dataframe(df, hide_index=True, width="stretch")
+        for part in ui.fit_width(df):
+            ui.table(part)
         st.download_button(table_file(key), (out / table_file(key)).read_bytes(), file_name=table_file(key),
                            mime="text/csv", key=f"dl_{key}")
     if summary["skipped"]:

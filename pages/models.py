@@ -40,6 +40,7 @@ st.title("Models & speed")
 if ctx.a is None or ctx.b is None:
     guards.require_ready(ctx)
     st.stop()
+guards.domain_note(ctx)
 name_a, name_b = ui.names(ctx)
 hw = tuple(ctx.image.shape[:2]) if ctx.image is not None else (512, 1024)
 cols = st.columns(2)
@@ -74,6 +75,8 @@ if st.button("Measure latency (A and B interleaved)", key="measure"):
         lat = interleaved_medians({"A": run(ctx.a), "B": run(ctx.b)}, repeats,
                                   device=torch.device(ctx.a.device))
     st.session_state["latency"] = (hw, lat)
+st.caption("The wall times in the other pages' status line are one pass each, on whatever else the machine was "
+           "doing; compare speed here, where A and B run alternately on the same input.")
 if "latency" in st.session_state and st.session_state["latency"][0] == hw:
     lat = st.session_state["latency"][1]
     c = st.columns(4)
@@ -81,4 +84,9 @@ if "latency" in st.session_state and st.session_state["latency"][0] == hw:
     c[1].metric("B latency", f"{1000 * lat['B']:.0f} ms")
     c[2].metric("latency ratio B/A", f"{lat['B'] / lat['A']:.2f}×")
     c[3].metric("FLOPs ratio B/A", f"{fl['B']['total'] / fl['A']['total']:.2f}×")
+    necks = {ctx.a.neck: "A", ctx.b.neck: "B"}
+    if set(necks) == {"fapn", "fpn"}:
+        fa, fp = necks["fapn"], necks["fpn"]
+        st.metric(f"FaPN / FPN latency (measured side by side: {fa} / {fp})", f"{lat[fa] / lat[fp]:.2f}×",
+                  help="the FaPN model's median over the FPN model's, interleaved runs on the same input")
     st.caption("Medians of interleaved runs in this server process; other users' work on the same machine adds noise.")

@@ -9,8 +9,8 @@ import streamlit as st
 
 from app import guards, sidebar, ui
 from fapn_core.viz import (
-    NothingToShow, alignment_pca, apply_colormap, offset_histogram, offset_magnitude_figure, offset_quiver,
-    pca_pair_figure,
+    NothingToShow, alignment_pca, offset_histogram, offset_magnitude_figure, offset_quiver, pca_pair_figure,
+    scalar_map_figure,
 )
 
 ctx = sidebar.context()
@@ -43,24 +43,23 @@ if guards.require_ready(ctx):
     fam = caps.fam[level]
     mag = fam.magnitude(g, p, weighted=weighted)
     m1, m2, m3 = st.columns(3)
-    m1.metric("mean |offset|", f"{mag.mean():.2f} px", help="image pixels")
-    m2.metric("95th percentile", f"{np.percentile(mag, 95):.2f} px")
-    m3.metric("in feature pixels", f"{mag.mean() / fam.stride:.2f}", help=f"stride {fam.stride}")
+    m1.metric("mean |offset| (image px)", f"{mag.mean():.2f}", help="in pixels of the input image")
+    m2.metric("95th percentile (image px)", f"{np.percentile(mag, 95):.2f}")
+    m3.metric("mean |offset| (feature px)", f"{mag.mean() / fam.stride:.2f}",
+              help=f"image px ÷ the level's stride ({fam.stride})")
     fig, arrows = offset_quiver(ctx.image, caps, level, group=g, point=p, weighted=weighted, max_arrows=max_arrows,
                                 scale=scale)
     st.plotly_chart(fig, key="quiver")
-    c1, c2 = st.columns(2)
-    with c1:
-        st.plotly_chart(offset_magnitude_figure(caps, level, image=ctx.image, group=g, point=p, weighted=weighted),
-                        key="off_mag")
-    with c2:
-        st.plotly_chart(offset_histogram(caps, group=g, point=p, weighted=weighted), key="off_hist")
+    st.plotly_chart(offset_magnitude_figure(caps, level, image=ctx.image, group=g, point=p, weighted=weighted),
+                    key="off_mag")
+    st.plotly_chart(offset_histogram(caps, group=g, point=p, weighted=weighted), key="off_hist")
     st.subheader("Modulation mask")
     sel = fam.mask if g is None else fam.mask[g:g + 1]
     sel = sel if p is None else sel[:, p:p + 1]
-    mask = sel.mean(axis=(0, 1))
-    st.image(apply_colormap(mask, 0.0, 1.0, "viridis"), caption=f"mean mask at {level} (0 = point switched off, 1 = "
-             "fully used); feature resolution", width="stretch", clamp=True)
+    st.plotly_chart(scalar_map_figure(sel.mean(axis=(0, 1)), zmin=0.0, zmax=1.0, colorbar_title="mask",
+                                      title=f"mean modulation mask at {level} (feature resolution)",
+                                      base_width=900), key="off_mask", width="content")
+    st.caption("0 = the kernel point is switched off, 1 = fully used.")
     st.subheader("Features before and after alignment")
     try:
         pair = alignment_pca(caps, level, size=ctx.image.shape[:2])
@@ -84,29 +83,34 @@ if guards.require_ready(ctx):
     est = float(np.median(d.magnitude[d.valid])) if d.valid.any() else float("nan")
     a1, a2, a3, a4, a5 = st.columns(5)
     a1.metric("confident cells", f"{d.confident_share:.0%}", delta=f"null {d.null_share:.0%}", delta_color="off",
+              delta_arrow="off",
               help="share of measurable cells with a confident match; 'null': the same for unrelated features "
                    "(the false-positive level). Alike: no measurable signal")
-    a2.metric("estimated shift", f"{est:.2f} px", help="median |d| over confident cells, feature pixels")
-    a3.metric("learned offset", f"{np.median(np.hypot(*la.learned)):.2f} px", help="median |mask-weighted mean offset|")
-    a4.metric("endpoint error", f"{la.overall['epe']:.2f} px", help="learned vs estimated, confident cells")
+    a2.metric("estimated shift (feature px)", f"{est:.2f}", help="median |d| over confident cells")
+    a3.metric("learned offset (feature px)", f"{np.median(np.hypot(*la.learned)):.2f}",
+              help="median |mask-weighted mean offset|")
+    a4.metric("endpoint error (feature px)", f"{la.overall['epe']:.2f}", help="learned vs estimated, confident cells")
     a5.metric("cosine", f"{la.overall['cosine']:.2f}", help="1 = same direction, 0 = unrelated, −1 = opposite")
-    h, w = ctx.image.shape[:2]
-    s1, s2 = st.columns(2)
+    st.caption(f"This section is in feature pixels of {level}: one feature px = {fam.stride} image px (the top of the "
+               "page is in image px).")
     mag = np.where(d.valid, d.magnitude, np.nan)
     vmax = float(max(np.nanmax(mag) if d.valid.any() else 1.0, np.hypot(*la.learned).max(), 1e-3))
-    s1.image(apply_colormap(mag, 0.0, vmax), caption="estimated |shift| (black: no confident match)",
-             width="stretch", clamp=True)
-    s2.image(apply_colormap(np.hypot(*la.learned), 0.0, vmax), caption="learned |mean offset|, same scale",
-             width="stretch", clamp=True)
-    t1, t2 = st.columns(2)
-    t1.image(ui.diverging(la.similarity_before), caption=f"cosine to the lateral feature before the FAM "
-             f"(mean {la.mean_similarity['before']:.2f}; red +1, blue −1)", width="stretch", clamp=True)
+    shift = dict(zmin=0.0, zmax=vmax, colorscale="Inferno", unit="feature px", colorbar_title="feature px")
+    cosine = dict(zmin=-1.0, zmax=1.0, colorscale="RdBu_r", colorbar_title="cosine")
+    maps = [(mag, shift, "estimated |shift| (black: no confident match)", "off_est"),
+            (np.hypot(*la.learned), shift, "learned |mean offset|, same scale", "off_learned"),
+            (la.similarity_before, cosine, "cosine to the lateral feature before the FAM (mean "
+             f"{la.mean_similarity['before']:.2f})", "off_cos_before")]
     if la.similarity_after is not None:
-        t2.image(ui.diverging(la.similarity_after), caption="after the FAM, relu(DCN(up)) "
-                 f"(mean {la.mean_similarity['after']:.2f})", width="stretch", clamp=True)
+        maps.append((la.similarity_after, cosine, "after the FAM, relu(DCN(up)) (mean "
+                     f"{la.mean_similarity['after']:.2f})", "off_cos_after"))
+    for row in range(0, len(maps), 2):
+        for col, (values, scale, title, key) in zip(st.columns(2), maps[row:row + 2]):
+            col.plotly_chart(scalar_map_figure(values, title=title, **scale), key=key, width="content")
     rows = [{"where": "all confident", **la.overall}]
     if la.near_boundary is not None:
-        rows += [{"where": "within 8 px of a GT boundary", **la.near_boundary},
+        rows += [{"where": "within 8 image px of a GT boundary", **la.near_boundary},
                  {"where": "away from boundaries", **la.away}]
     rows.append({"where": f"best group ({la.best_group})", **la.best_group_stats})
-    st.dataframe(pd.DataFrame(rows).round(3), hide_index=True)
+    ui.table(pd.DataFrame(rows).round(3), digits=3, width="content")
+    st.caption("epe: endpoint error in feature px; cosine: direction agreement of learned and estimated shifts.")

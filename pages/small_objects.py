@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import objects_ui as ou
-from app import guards, sidebar
+from app import guards, sidebar, ui
 from fapn_core.metrics import summarize_objects
 from fapn_core.viz import object_zoom, overlay_labels
 
@@ -45,25 +45,18 @@ def detector_objects(ctx, name_a: str, name_b: str) -> None:
                          **{k: None if not np.isfinite(v) else round(100 * v, 1) for k, v in ap.items()}})
     st.subheader("AP on this image by size (COCO, %)")
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        st.caption("One image's AP is noisy; the Dataset page evaluates a whole dataset. Empty: no object of that "
+        ui.table(pd.DataFrame(rows), digits=1)
+        st.caption("One image's AP is noisy; the Dataset page evaluates a whole dataset. —: no object of that "
                    "size here.")
-    summ = summarize_objects(res.records)
     st.subheader("Found by size")
-    st.dataframe(pd.DataFrame([
-        {"size": k, "objects": s.n_objects, "found A (%)": 100 * s.hit_rate_a, "found B (%)": 100 * s.hit_rate_b,
-         "mean IoU A (%)": 100 * s.mean_iou_a, "mean IoU B (%)": 100 * s.mean_iou_b,
-         "only B": s.recovered_by_b, "only A": s.lost_by_b} for k, s in summ.items()]).round(2),
-        hide_index=True, width="stretch")
+    ui.table(ou.size_summary(summarize_objects(res.records)))
+    st.caption("—: no object of that size. only B / only A: objects one model finds and the other misses.")
     frame = ou.records_frame(res)
     if frame.empty:
         st.info("No ground-truth objects in this image.")
         return
-    frame["outcome"] = frame["outcome"].map({"recovered": "only B", "lost": "only A", "both_hit": "both",
-                                             "both_missed": "neither"})
     c1, c2, c3 = st.columns(3)
-    outcomes = c1.multiselect("Found by", ["only B", "only A", "both", "neither"],
-                              default=["only B", "only A", "both", "neither"], key="det_outcome")
+    outcomes = c1.multiselect("Found by", ou.OUTCOMES, default=ou.OUTCOMES, key="det_outcome")
     sizes = c2.multiselect("Size", ["small", "medium", "large"], default=["small", "medium", "large"],
                            key="det_size")
     classes = sorted(frame["class_name"].unique())
@@ -72,14 +65,15 @@ def detector_objects(ctx, name_a: str, name_b: str) -> None:
     st.subheader(f"Objects ({len(shown)} of {len(frame)})")
     cols = ["object_id", "class_name", "size", "area", "iou_a", "iou_b", "score_a", "score_b", "outcome"]
     rec = ou.select_record(shown.reset_index(drop=True), cols, "det_table")
+    st.caption(f"object_id: the ground truth's own id (the instance id of the instance PNG, or the COCO JSON's "
+               f"annotation id), the same in every table. outcome: who found it. {ou.NO_VALUE}.")
     st.plotly_chart(area_iou_figure(frame, name_a, name_b), key="det_scatter")
     with st.expander(f"False positives: A {len(res.false_positives_a)}, B {len(res.false_positives_b)} "
                      "(detections COCO matched to no object)"):
         fps = pd.DataFrame([dict(f.to_dict(), model=tag) for tag, fs in (("A", res.false_positives_a),
                             ("B", res.false_positives_b)) for f in fs])
         if not fps.empty:
-            st.dataframe(fps[["model", "class_name", "score", "size", "best_iou", "bbox"]].round(3),
-                         hide_index=True, width="stretch")
+            ui.table(fps[["model", "class_name", "score", "size", "best_iou", "bbox"]].round(3), digits=3)
     if rec is None:
         st.caption("Select a row to zoom on that object.")
         return
@@ -104,32 +98,29 @@ def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
         st.header("Objects in the label maps")
     st.caption("Ground-truth objects of the thing classes (instance ids where the data has them, else connected "
                "components per class; every class when the model card names no thing classes), each scored "
-               "against A's and B's label maps. A hit means at least half of the object's pixels got its class. "
-               "Size bins are COCO's: small < 32², medium < 96², large.")
+               "against A's and B's label maps. Found (a hit) means at least half of the object's pixels got its "
+               "class. Size bins are COCO's: small < 32², medium < 96², large.")
     res = ctx.comparison()
     if res is None:
         st.info(f"Object metrics: {ctx.gt_mismatch()}." if ctx.gt_mismatch() else
                 "Object metrics need ground truth: pick a synthetic sample or upload a label PNG in the sidebar.")
         return
-    summary = pd.DataFrame([
-        {"size": k, "objects": s.n_objects, "hit rate A (%)": 100 * s.hit_rate_a, "hit rate B (%)": 100 * s.hit_rate_b,
-         "mean IoU A (%)": 100 * s.mean_iou_a, "mean IoU B (%)": 100 * s.mean_iou_b,
-         "recovered by B": s.recovered_by_b, "lost by B": s.lost_by_b}
-        for k, s in res.object_summary.items()
-    ]).round(2)
     st.subheader("By size")
-    st.dataframe(summary, hide_index=True, width="stretch")
-    records = pd.DataFrame([r.to_dict() for r in res.objects])
+    ui.table(ou.size_summary(res.object_summary))
+    st.caption("found: at least half of the object's pixels got its class. —: no object of that size. "
+               "only B / only A: objects one model finds and the other misses.")
+    records = ou.records_frame(res)
     if records.empty:
         st.info("No ground-truth objects in this image.")
         return
-    only = st.multiselect("Outcome", ["recovered", "lost", "both_hit", "both_missed"],
-                          default=["recovered", "lost", "both_hit", "both_missed"], key="obj_outcome")
+    only = st.multiselect("Found by", ou.OUTCOMES, default=ou.OUTCOMES, key="obj_outcome")
     shown = records[records["outcome"].isin(only)]
-    cols = ["object_id", "class_name", "area", "size", "iou_a", "iou_b", "hit_a", "hit_b", "outcome"]
+    cols = ["object_id", "class_name", "size", "area", "iou_a", "iou_b", "hit_a", "hit_b", "outcome"]
     st.subheader(f"Objects ({len(shown)} of {len(records)})")
-    event = st.dataframe(shown[cols].round(3), hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key="obj_table")
+    event = ui.table(shown[cols].round(3), digits=3, on_select="rerun", selection_mode="single-row",
+                     key="obj_table")
+    st.caption("object_id: the instance id of the ground truth's instance map (else a connected component's "
+               "number), the same id the detections' table uses. outcome: who found it.")
     st.plotly_chart(area_iou_figure(records, name_a, name_b), key="obj_scatter")
     selected = event.selection.rows if event is not None else []
     if selected:
@@ -144,7 +135,8 @@ def label_map_objects(ctx, name_a: str, name_b: str, titled: bool) -> None:
                  overlay_labels(ctx.image, pb, ctx.palette, alpha=0.6)[y0:y1, x0:x1]]
         scale = max(1, int(256 / max(1, max(y1 - y0, x1 - x0))))
         crops = [np.kron(c, np.ones((scale, scale, 1), np.uint8)) for c in crops]
-        st.subheader(f"Object {rec['object_id']}: {rec['class_name']}, {rec['area']} px — {rec['outcome']}")
+        st.subheader(f"Object {rec['object_id']}: {rec['class_name']}, {rec['area']} px ({rec['size']}) — "
+                     f"{rec['outcome']}")
         c = st.columns(4)
         for col, img, cap in zip(c, crops, ["image", "ground truth", f"A · IoU {rec['iou_a']:.2f}",
                                             f"B · IoU {rec['iou_b']:.2f}"]):

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce the README's FPN vs FaPN table: both bundled models on 200 held-out synthetic scenes (seed 2).
+# Reproduce a README table of bundled FPN/FaPN models on 200 held-out synthetic scenes (seed 2): the semantic pair by
+# default; MODELS / OUT choose another (scripts/evaluate_bundled_panoptic.sh, scripts/evaluate_bundled_maskformer.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 N=${N:-200}
+MODELS=${MODELS:-"fpn_r18_semfpn fapn_r18_semfpn"}
 OUT=${OUT:-runs/eval_bundled}
-"$PY" -m fapn_core.cli evaluate \
-  --models assets/models/fpn_r18_semfpn.safetensors assets/models/fapn_r18_semfpn.safetensors \
-  --data "synthetic:n=$N,seed=2,size=256x512" --out "$OUT" "$@"
+paths=()
+for m in $MODELS; do paths+=("assets/models/$m.safetensors"); done
+"$PY" -m fapn_core.cli evaluate --models "${paths[@]}" --data "synthetic:n=$N,seed=2,size=256x512" --out "$OUT" "$@"

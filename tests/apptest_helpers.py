@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
 PAGES = ["compare", "offsets", "channels", "boundaries", "small_objects", "queries", "attribution", "dataset", "models",
          "about"]
@@ -27,3 +29,8 @@ def visit_every_page(at) -> None:
     for page in PAGES:
         at.switch_page(f"../pages/{page}.py").run()
         no_errors(at)
+
+
+def numbers(column) -> np.ndarray:
+    """A shown table column as floats: "—" (no value, issue #25) as NaN."""
+    return np.array([np.nan if v in ("—", None) else float(v) for v in column], float)

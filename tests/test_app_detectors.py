@@ -59,8 +59,10 @@ def _sample():
 def _library_comparison(path_a: Path, path_b: Path, image, label, inst):
     """What the app should show, computed here from the checkpoints with the library alone."""
     from fapn_core.checkpoints import load_checkpoint
-    from fapn_core.data.coco import detection_results, gt_annotations
-    from fapn_core.metrics.detection_pair import compare_detections, detector_category_ids, pair_categories
+    from fapn_core.data.coco import detection_results
+    from fapn_core.metrics.detection_pair import (
+        annotations_from_maps, compare_detections, detector_category_ids, pair_categories,
+    )
 
     results, cards = [], []
     for p in (path_a, path_b):
@@ -71,7 +73,7 @@ def _library_comparison(path_a: Path, path_b: Path, image, label, inst):
                                          masks=None if det.masks is None else det.masks.numpy()))
         cards.append(card)
     cats = pair_categories(*cards)
-    gt = gt_annotations(label, inst, [c["id"] for c in cats], image_id=1)
+    gt = annotations_from_maps(label, inst, [c["id"] for c in cats])  # object ids = instance ids (issue #25)
     return compare_detections(gt, results[0], results[1], cats, image.shape[:2]), gt
 
 
@@ -89,8 +91,10 @@ def test_mask_rcnn_pair_every_page_and_numbers_equal_the_library(r18_detectors):
     assert {"Instances and panoptic segments", "Where A and B disagree (objects)"} <= {h.value for h in at.subheader}
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["objects"] == str(ref.n_objects)
-    assert metrics["found by A"] == str(sum(r.hit_a for r in ref.records))
-    assert metrics["found by B"] == str(sum(r.hit_b for r in ref.records))
+    # counts at the slider's score threshold, which the labels name (issue #25)
+    at05 = ref.counts_at(0.5)
+    assert metrics["found by A (score ≥ 0.50)"] == str(at05["found_a"])
+    assert metrics["found by B (score ≥ 0.50)"] == str(at05["found_b"])
     apptest_helpers.visit_every_page(at)
     # Small objects: per-image AP by size and the per-object table
     at.switch_page("../pages/small_objects.py").run()
@@ -98,29 +102,29 @@ def test_mask_rcnn_pair_every_page_and_numbers_equal_the_library(r18_detectors):
     for k, (tag, t) in enumerate([("a", "bbox"), ("a", "segm"), ("b", "bbox"), ("b", "segm")]):
         for col in ("AP", "AP50", "AP_S", "AP_M", "AP_L"):
             want = ref.ap[tag][t][col]
-            got = ap[col].iloc[k]
-            assert (np.isnan(want) and (got is None or np.isnan(got))) or abs(got - round(100 * want, 1)) < 1e-6
+            got = apptest_helpers.numbers(ap[col])[k]
+            assert (np.isnan(want) and np.isnan(got)) or abs(got - round(100 * want, 1)) < 1e-6
     found = _frame(at, {"size", "found A (%)"}).set_index("size")
     summ = summarize_objects(ref.records)
+    found_b = dict(zip(found.index, apptest_helpers.numbers(found["found B (%)"])))
     for size in ("small", "medium", "large", "all"):
         assert found.loc[size, "objects"] == summ[size].n_objects
         if summ[size].n_objects:
-            assert abs(found.loc[size, "found B (%)"] - round(100 * summ[size].hit_rate_b, 2)) < 1e-6
+            assert abs(found_b[size] - round(100 * summ[size].hit_rate_b, 2)) < 1e-6
     objects = _frame(at, {"object_id", "outcome", "score_a"})
     assert len(objects) == ref.n_objects
     by_id = {r.object_id: r for r in ref.records}
     for _, row in objects.iterrows():
         r = by_id[row["object_id"]]
-        assert row["size"] == r.size and abs(row["iou_b"] - round(r.iou_b, 3)) < 1e-9
-    # Boundaries: mask Boundary IoU per object, as the library's
+        assert row["size"] == r.size and abs(float(row["iou_b"]) - round(r.iou_b, 3)) < 1e-9
+    # Boundaries: mask Boundary IoU per object, as the library's ("—" where the library's is NaN)
     at.switch_page("../pages/boundaries.py").run()
     table = _frame(at, {"object_id", "boundary_iou_a", "boundary_iou_b"})
-    for _, row in table.iterrows():
-        r = by_id[row["object_id"]]
-        for side in ("a", "b"):
-            want = getattr(r, f"boundary_iou_{side}")
-            assert (np.isnan(want) and np.isnan(row[f"boundary_iou_{side}"])) or \
-                abs(row[f"boundary_iou_{side}"] - round(want, 3)) < 1e-9
+    for side in ("a", "b"):
+        shown = apptest_helpers.numbers(table[f"boundary_iou_{side}"])
+        for obj, got in zip(table["object_id"], shown):
+            want = getattr(by_id[obj], f"boundary_iou_{side}")
+            assert (np.isnan(want) and np.isnan(got)) or abs(got - round(want, 3)) < 1e-9
     # Models & speed: per part, RPN and ROI heads included, no semantic head
     at.switch_page("../pages/models.py").run()
     parts = _frame(at, {"part", "params (M)", "GFLOPs"})
@@ -183,7 +187,7 @@ def test_semantic_and_detector_pair_shows_what_they_share(r18_detectors):
     assert any("A (`fpn_r18_semfpn`) is a semantic model" in i.value for i in at.info)
     apptest_helpers.visit_every_page(at)
     at.switch_page("../pages/offsets.py").run()  # the neck views work on the detector's FaPN neck
-    assert any(m.label == "mean |offset|" for m in at.metric)
+    assert any(m.label == "mean |offset| (image px)" for m in at.metric)
     at.switch_page("../pages/dataset.py").run()
     assert any("one evaluation takes semantic models or detectors" in i.value for i in at.info)
 
@@ -379,9 +383,10 @@ def test_panoptic_pair_object_numbers_equal_the_library():
     by_id = {r.object_id: r for r in ref.records}
     for _, row in objects.iterrows():
         r = by_id[row["object_id"]]
-        assert abs(row["iou_a"] - round(r.iou_a, 3)) < 1e-9 and abs(row["iou_b"] - round(r.iou_b, 3)) < 1e-9
+        assert abs(float(row["iou_a"]) - round(r.iou_a, 3)) < 1e-9
+        assert abs(float(row["iou_b"]) - round(r.iou_b, 3)) < 1e-9
     ap = _frame(at, {"model", "IoU", "AP_S"})
-    assert abs(ap["AP"].iloc[3] - round(100 * ref.ap["b"]["segm"]["AP"], 1)) < 1e-9
+    assert abs(apptest_helpers.numbers(ap["AP"])[3] - round(100 * ref.ap["b"]["segm"]["AP"], 1)) < 1e-9
 
 
 def test_detector_latency_is_measured_on_models_and_speed(r18_detectors):

@@ -150,3 +150,77 @@ def test_detectors_inside_a_panoptic_fpn_give_its_instances():
         assert not any(k.startswith("head.") for k in det.state_dict())
     with pytest.raises(CheckpointError, match="needs a Panoptic FPN"):
         detector_from_panoptic(det, det_card)
+
+
+# ------------------------------------------------------------------------ issue #25: one identity, bands, counts
+def _maps():
+    hw = (96, 96)
+    label = np.zeros(hw, np.uint8)
+    inst = np.zeros(hw, np.int32)
+    for k, (y, x, s) in zip((12, 3, 40), [(0, 0, 30), (50, 50, 12), (60, 0, 6)]):
+        label[y:y + s, x:x + s] = 3
+        inst[y:y + s, x:x + s] = k
+    label[80:90, 80:90] = 3  # thing pixels without an instance id: a crowd region
+    return label, inst
+
+
+def test_annotations_from_maps_carry_the_instance_ids_and_compare_keeps_them():
+    label, inst = _maps()
+    anns = dp.annotations_from_maps(label, inst, [3])
+    plain = gt_annotations(label, inst, [3], image_id=1)
+    assert [a["id"] for a in anns if not a["iscrowd"]] == [3, 12, 40]  # the instance PNG's ids
+    assert [a["id"] for a in anns if a["iscrowd"]] == [41]  # crowd regions after the largest instance id
+    assert [{k: v for k, v in a.items() if k != "id"} for a in anns] == \
+        [{k: v for k, v in a.items() if k != "id"} for a in plain]  # everything else as gt_annotations
+    cats = [{"id": 3, "name": "car", "isthing": 1}]
+    a = [_result(_square((96, 96), 0, 0, 30), 3, 0.9)]
+    res = dp.compare_detections(anns, a, a, cats, (96, 96))
+    assert sorted(r.object_id for r in res.records) == [3, 12, 40]
+    # the label-map object table (metrics.objects) gives the same objects the same ids
+    from fapn_core.metrics.objects import extract_objects
+
+    objs = extract_objects(label, 4, instances=inst, thing_classes=[3])
+    assert sorted(objs.object_ids.tolist()) == [3, 12, 40]
+    # ids that are not distinct positive integers are numbered 1..N
+    dup = [dict(x, id=7) for x in anns]
+    assert [r.object_id for r in dp.compare_detections(dup, a, a, cats, (96, 96)).records] == [1, 2, 3]
+
+
+def test_object_boundary_iou_at_the_image_width_equals_boundary_ious():
+    from fapn_core.data.coco import encode_mask
+    from fapn_core.metrics.boundary import boundary_dilation
+    from fapn_core.metrics.detection import boundary_ious
+
+    hw = (120, 160)
+    yy, xx = np.mgrid[:hw[0], :hw[1]]
+    g = (yy - 60) ** 2 + (xx - 70) ** 2 < 35 ** 2
+    p = (yy - 63) ** 2 + (xx - 74) ** 2 < 33 ** 2
+    d = boundary_dilation(hw)
+    ours = dp.object_boundary_iou(g, p, d)
+    ref = boundary_ious([encode_mask(g)], [encode_mask(p)])[0]
+    assert ours["iou"] == pytest.approx(ref, abs=1e-6)
+    assert ours["both"].sum() / (ours["both"] | ours["gt_only"] | ours["pred_only"]).sum() == pytest.approx(ref)
+    assert dp.object_boundary_iou(g, None, 3)["iou"] == 0.0 and dp.object_boundary_iou(g, g, 2)["iou"] == 1.0
+    assert dp.object_band_width([10, 10, 139, 50]) == 3  # 2 % of the box diagonal (148 px)
+    assert dp.object_band_width([0, 0, 4, 4]) == 1 and dp.object_band_width([0, 0, 900, 900], max_d=11) == 11
+
+
+def test_select_detections_and_counts_at_a_threshold_equal_matching_only_those_detections():
+    hw = (96, 96)
+    label, inst = _maps()
+    anns = dp.annotations_from_maps(label, inst, [3])
+    cats = [{"id": 3, "name": "car", "isthing": 1}, {"id": 4, "name": "bus", "isthing": 1}]
+    dets = [_result(_square(hw, 0, 0, 30), 3, 0.9), _result(_square(hw, 50, 50, 12), 3, 0.4),
+            _result(_square(hw, 60, 0, 6), 3, 0.3), _result(_square(hw, 20, 60, 10), 3, 0.8),
+            _result(_square(hw, 30, 30, 40), 4, 0.7)]
+    assert dp.select_detections(dets, score_thresh=0.35) == [0, 3, 4, 1]
+    assert dp.select_detections(dets, top_n=2) == [0, 3]
+    assert dp.select_detections(dets, category_ids=[4]) == [4]
+    assert dp.select_detections(dets, sizes=["small"]) == [0, 3, 1, 2]  # 30² = 900 < 32²; 40² is medium
+    res = dp.compare_detections(anns, dets, dets[:1], cats, hw)
+    for t in (0.0, 0.35, 0.5, 0.95):
+        kept = [r for r in dets if r["score"] >= t]
+        ref = dp.compare_detections(anns, kept, dets[:1], cats, hw)
+        want = {"found_a": sum(r.hit_a for r in ref.records), "fp_a": len(ref.false_positives_a)}
+        got = res.counts_at(t)
+        assert {k: got[k] for k in want} == want, t

@@ -138,9 +138,22 @@ def _select_first_row(page, heading: str) -> None:
     page.wait_for_timeout(800)
 
 
+NOTE = "trained on synthetic street scenes only"
+
+
+def _notes(page) -> list[str]:
+    return page.locator('[data-testid="stAlert"]').filter(has_text=NOTE).all_inner_texts()
+
+
 def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs(server, r18_detectors):
-    """Mask R-CNN A and B uploaded as checkpoints, an image with its class and instance PNGs; every page."""
+    """Mask R-CNN A and B uploaded as checkpoints, an image with its class and instance PNGs; every page. Then a
+    photo from the gallery (issue #25): the notice worded for instance models on the pages that interpret it."""
+    import numpy as np
+    from PIL import Image
     from playwright.sync_api import sync_playwright
+
+    instance_ids = set(np.unique(np.asarray(Image.open(ROOT / "assets" / "samples" / "synthetic_05_instances.png")))
+                       .tolist()) - {0}
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     folder = ROOT / "assets" / "samples"
@@ -171,12 +184,22 @@ def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
             if title in DETECTOR_PAGES:
                 assert page.get_by_text(DETECTOR_PAGES[title]).count() >= 1, f"{title}: no {DETECTOR_PAGES[title]!r}"
+            # ground truth in the models' classes came with the image: no out-of-domain notice anywhere
+            assert not _notes(page), f"{title}: notice on a scene with ground truth"
             if title in ("Compare", "Boundaries", "Small objects"):
                 assert page.locator('[data-testid="stDataFrame"]').count() >= 1, f"no table on {title}"
+            if title == "Compare":  # both drawings, capped and captioned, and the key of the disagreement view
+                assert page.get_by_text(re.compile(r"^[AB] · .*: \d+ drawn — ")).count() >= 2
+                assert page.get_by_text("object only A finds").count() == 1
             if title in ("Boundaries", "Small objects"):  # select the first object: the zoom with both masks
                 _select_first_row(page, "Per object" if title == "Boundaries" else "Objects (")
                 zoom = page.locator('[data-testid="stHeading"]', has_text=re.compile(r"^Object \d+: "))
                 assert zoom.count() == 1, f"{title}: no zoom on the selected object"
+                # one identity: the object is named by its instance id in the uploaded instance PNG
+                assert int(re.match(r"Object (\d+):", zoom.inner_text()).group(1)) in instance_ids
+                if title == "Boundaries":  # the zoom's band comes from the object's size, and says so
+                    assert page.get_by_text(re.compile(r"d = \d+ px is 2 % of this object's box diagonal")).count()
+                    assert page.get_by_text(re.compile(r"^A: Boundary IoU at d = \d+ px: ")).count() == 1
                 zoom.scroll_into_view_if_needed()
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(ARTIFACTS / f"{name}_zoom.png"), full_page=True)
@@ -184,4 +207,28 @@ def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs
         # the chips keep both checkpoints and the three image files after every page (names shortened by the UI)
         assert len(names) == 5 and names[0].startswith("fpn") and names[1].startswith("fap"), names
         assert "synthetic_05.png" in names, names
+        # the sidebar names each checkpoint in full, with what it is
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        for f, neck in (("fpn_r18_maskrcnn.safetensors", "FPN"), ("fapn_r18_maskrcnn.safetensors", "FaPN")):
+            assert sidebar.get_by_text(re.compile(f"{f} — Mask R-CNN · {neck} neck")).count() >= 1
+        # a photo from the gallery: the notice, worded for instance models, on every page that interprets it
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Compare").first.click()
+        _settle(page)
+        page.get_by_text("Sample gallery", exact=True).first.click()
+        _settle(page)
+        sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").locator("input").first.click()
+        page.keyboard.type("astronaut")
+        page.keyboard.press("Enter")
+        _settle(page)
+        for title in ("Compare", "Offsets (FAM)", "Channels (FSM)", "Small objects", "Models & speed"):
+            page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+            _settle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title} (photo)"
+            notes = _notes(page)
+            assert len(notes) == 1, f"{title}: {notes}"
+            assert "A Mask R-CNN finds boxes and masks of its thing classes only" in notes[0]
+            assert "mask_rcnn_R_50_FAN_1x" in notes[0] and "every pixel" not in notes[0]
+            if title == "Compare":
+                assert page.get_by_text(re.compile(r"^[AB] · .*: \d+ drawn — ")).count() >= 2
+                page.screenshot(path=str(ARTIFACTS / "det_photo_compare.png"), full_page=True)
         browser.close()

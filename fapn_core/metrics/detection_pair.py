@@ -131,6 +131,32 @@ def image_ground_truth(data: Mapping[str, Any], image_hw: tuple[int, int], file_
     return anns, [dict(c, isthing=1) for c in data["categories"]]
 
 
+def annotations_from_maps(label: np.ndarray, instances: np.ndarray,
+                          thing_classes: Sequence[int]) -> list[dict[str, Any]]:
+    """COCO annotations of one image's class + instance maps (``data.coco.gt_annotations``) whose ``id`` is the
+    object's instance id, so an object has the same id here as in the label-map object table
+    (:func:`.objects.extract_objects`); crowd regions are numbered after the largest instance id."""
+    from pycocotools import mask as mask_utils
+
+    from ..data.coco import gt_annotations
+
+    inst = np.asarray(instances)
+    anns = gt_annotations(label, inst, thing_classes, image_id=1)
+    h, w = inst.shape[:2]
+    top = 0
+    for a in anns:
+        if a.get("iscrowd", 0):
+            continue
+        m = mask_utils.decode(_to_rle(a["segmentation"], h, w)).astype(bool)
+        a["id"] = int(inst[m][0])
+        top = max(top, a["id"])
+    for a in anns:
+        if a.get("iscrowd", 0):
+            top += 1
+            a["id"] = top
+    return anns
+
+
 def resize_annotations(anns: Sequence[Mapping[str, Any]], from_hw: tuple[int, int],
                        to_hw: tuple[int, int]) -> list[dict[str, Any]]:
     """Annotations of an image resized from ``from_hw`` to ``to_hw``: masks resized (nearest), boxes scaled,
@@ -251,14 +277,31 @@ class DetectionComparison(ToDictMixin):
     def n_objects(self) -> int:
         return len(self.records)
 
+    def counts_at(self, score_thresh: float = 0.0) -> dict[str, int]:
+        """Objects found and false positives of A and B among the detections scoring ≥ ``score_thresh``
+        (``found_a``, ``found_b``, ``fp_a``, ``fp_b``). COCO matches in descending score, so this equals matching
+        only those detections."""
+        out = {}
+        for t in ("a", "b"):
+            out[f"found_{t}"] = sum(bool(getattr(r, f"hit_{t}")) and getattr(r, f"score_{t}") >= score_thresh
+                                    for r in self.records)
+            out[f"fp_{t}"] = sum(f.score >= score_thresh for f in getattr(self, f"false_positives_{t}"))
+        return out
+
 
 def compare_detections(gt: Sequence[Mapping[str, Any]], results_a: Sequence[Mapping[str, Any]],
                        results_b: Sequence[Mapping[str, Any]], categories: Sequence[Mapping[str, Any]],
                        image_hw: tuple[int, int], *, boundary: bool = True) -> DetectionComparison:
-    """Per-object records, false positives and per-image AP of A and B on one image (``image_id`` 1)."""
+    """Per-object records, false positives and per-image AP of A and B on one image (``image_id`` 1).
+
+    Objects keep their annotation ``id`` (the uploaded JSON's, or the instance id of
+    :func:`annotations_from_maps`) when those are distinct positive integers; otherwise they are numbered 1..N."""
     h, w = image_hw
     image = {"id": 1, "height": int(h), "width": int(w), "file_name": "image"}
-    gt = [dict(a, image_id=1, id=k + 1) for k, a in enumerate(gt)]
+    ids = [a.get("id") for a in gt]
+    own = all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i > 0 for i in ids) and \
+        len(set(ids)) == len(ids)
+    gt = [dict(a, image_id=1, id=int(a["id"]) if own else k + 1) for k, a in enumerate(gt)]
     cats = [dict(c) for c in categories]
     known = {c["id"] for c in cats}
     stray = sorted({a["category_id"] for a in gt} - known)
@@ -306,3 +349,59 @@ def band_errors(gt_mask: np.ndarray, pred_mask: np.ndarray | None, width: int) -
     n = int(band.sum())
     return {"band": band, "missed": missed, "extra": extra, "band_pixels": n,
             "error_rate": float((missed.sum() + extra.sum()) / n) if n else math.nan}
+
+
+def mask_boundary(mask: np.ndarray, d: int) -> np.ndarray:
+    """The inner boundary band of a mask as in the Boundary IoU reference (``mask_to_boundary``): mask pixels
+    within ``d`` px of its contour, the image border counting as contour."""
+    m = np.asarray(mask, np.uint8)
+    if d < 1:
+        raise ValueError(f"d must be at least 1 px, got {d}")
+    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=int(d))[1:-1, 1:-1]
+    return (m - eroded).astype(bool)
+
+
+def object_boundary_iou(gt_mask: np.ndarray, pred_mask: np.ndarray | None, d: int) -> dict[str, Any]:
+    """Boundary IoU of one mask pair at width ``d`` px, with its parts: ``both`` (in both boundary bands),
+    ``gt_only`` / ``pred_only`` (in one band) and ``iou`` = |both| / |both ∪ gt_only ∪ pred_only| (NaN for two
+    empty bands). At d = 2 % of the image diagonal it equals :func:`.detection.boundary_ious`."""
+    g = mask_boundary(gt_mask, d)
+    p = np.zeros_like(g) if pred_mask is None else mask_boundary(pred_mask, d)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction mask {p.shape} and ground-truth mask {g.shape} differ")
+    both, union = g & p, g | p
+    n = int(union.sum())
+    return {"both": both, "gt_only": g & ~p, "pred_only": p & ~g, "d": int(d),
+            "iou": float(both.sum() / n) if n else math.nan}
+
+
+def object_band_width(bbox_xywh: Sequence[float], ratio: float = 0.02, max_d: int | None = None) -> int:
+    """A boundary width for one object: ``ratio`` × its box diagonal (Boundary IoU's 2 % rule applied to the
+    object instead of the image), at least 1 px and at most ``max_d``."""
+    d = max(1, int(round(ratio * math.hypot(float(bbox_xywh[2]), float(bbox_xywh[3])))))
+    return d if max_d is None else min(d, int(max_d))
+
+
+def select_detections(results: Sequence[Mapping[str, Any]], *, score_thresh: float = 0.0, top_n: int | None = None,
+                      category_ids: Sequence[int] | None = None, sizes: Sequence[str] | None = None) -> list[int]:
+    """Indices of the detections to show: score ≥ ``score_thresh``, of ``category_ids`` and COCO ``sizes``
+    (mask area when the result has a mask, else box area), the ``top_n`` best of those, in descending score."""
+    from pycocotools import mask as mask_utils
+
+    from .objects import size_bin, size_thresholds
+
+    th = size_thresholds((0, 0))
+    cats = None if category_ids is None else {int(c) for c in category_ids}
+    keep = []
+    for i, r in enumerate(results):
+        if r["score"] < score_thresh or (cats is not None and int(r["category_id"]) not in cats):
+            continue
+        if sizes is not None:
+            seg = r.get("segmentation")
+            area = float(mask_utils.area(_to_rle(seg, *seg["size"]))) if seg else r["bbox"][2] * r["bbox"][3]
+            if size_bin(area, th) not in sizes:
+                continue
+        keep.append(i)
+    keep.sort(key=lambda i: (-results[i]["score"], i))
+    return keep if top_n is None else keep[:int(top_n)]

@@ -21,14 +21,46 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return img
 
 
+def text_scale(image_hw: tuple[int, int], display_width: int = 640) -> float:
+    """An OpenCV font scale that reads at about 11 px when an image of this size is shown ``display_width`` px
+    wide (0.4 at up to that width, growing with wider images)."""
+    return 0.4 * max(1.0, image_hw[1] / display_width)
+
+
+def _place_label(out: np.ndarray, text: str, box: tuple[int, int, int, int], colour: RGB, placed: list,
+                 scale: float, weight: int) -> bool:
+    """Draw ``text`` on a filled tag beside ``box`` where it overlaps no tag in ``placed`` (above the box, inside
+    its top, below it, inside its bottom); False, drawing nothing, when every place is taken."""
+    h, w = out.shape[:2]
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+    tag_h, tag_w = th + base + 3, tw + 4
+    x0, y0, _, y1 = box
+    x = int(np.clip(x0, 0, max(0, w - tag_w)))
+    for top in (y0 - tag_h, y0 + 1, y1 + 1, y1 - tag_h - 1):
+        if top < 0 or top + tag_h > h:
+            continue
+        rect = (x, top, x + tag_w, top + tag_h)
+        if any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in placed):
+            continue
+        placed.append(rect)
+        cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), colour, -1)
+        dark = sum(colour) > 480  # light tags get dark text
+        cv2.putText(out, text, (x + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (20, 20, 20) if dark else (255, 255, 255), weight, cv2.LINE_AA)
+        return True
+    return False
+
+
 def draw_detections(
     image: np.ndarray, boxes: Any, scores: Any, classes: Any, masks: Any = None, *,
     class_names: Sequence[str] | None = None, palette: np.ndarray | Sequence[Sequence[int]] | None = None,
-    score_thresh: float = 0.5, alpha: float = 0.45, thickness: int = 2, labels: bool = True,
-    show_scores: bool = True,
+    score_thresh: float = 0.5, alpha: float = 0.45, thickness: int | None = None, labels: bool = True,
+    show_scores: bool = True, font_scale: float | None = None,
 ) -> np.ndarray:
-    """Masks blended in their class colour, box outlines and ``class score`` captions for detections with score
-    ≥ ``score_thresh``; lowest score drawn first so the best sits on top."""
+    """Masks blended in their class colour, box outlines and ``class score`` tags for detections with score
+    ≥ ``score_thresh``; lowest score drawn first so the best sits on top. Tags never overlap: the best-scoring
+    detections get theirs first and a tag with no free place beside its box is left out. ``font_scale`` and
+    ``thickness`` default to sizes that stay readable on large images (:func:`text_scale`)."""
     out = _rgb(image).copy()
     h, w = out.shape[:2]
     boxes, scores, classes = (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).ravel(),
@@ -39,25 +71,31 @@ def draw_detections(
         masks = np.asarray(masks, bool)
         if masks.shape != (len(boxes), h, w):
             raise ValueError(f"masks {masks.shape} do not match {len(boxes)} detections on a {h}×{w} image")
+    scale = text_scale((h, w)) if font_scale is None else float(font_scale)
+    weight = max(1, int(round(scale / 0.5)))
+    line = max(1, int(round(2 * scale / 0.4))) if thickness is None else int(thickness)
     pal = np.asarray(palette, np.uint8) if palette is not None else None
-    for i in np.argsort(scores, kind="stable"):
-        if scores[i] < score_thresh:
-            continue
-        c = int(classes[i])
-        colour = tuple(int(v) for v in (pal[c % len(pal)] if pal is not None and len(pal) else
-                                        ((c * 97) % 256, (c * 57 + 80) % 256, (c * 151 + 160) % 256)))
+
+    def colour_of(c: int) -> RGB:
+        return tuple(int(v) for v in (pal[c % len(pal)] if pal is not None and len(pal) else
+                                      ((c * 97) % 256, (c * 57 + 80) % 256, (c * 151 + 160) % 256)))
+
+    shown = [i for i in np.argsort(scores, kind="stable") if scores[i] >= score_thresh]
+    for i in shown:
+        colour = colour_of(int(classes[i]))
         if masks is not None:
             m = masks[i]
             out[m] = (out[m] * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
         x0, y0, x1, y1 = (int(round(v)) for v in boxes[i])
-        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
-        if labels:
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, line)
+    if labels:
+        placed: list = []
+        for i in reversed(shown):
+            c = int(classes[i])
             name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
             text = f"{name} {scores[i]:.2f}" if show_scores else str(name)
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-            ty = y0 - 3 if y0 - th - 4 >= 0 else min(h - 1, y0 + th + 3)
-            cv2.rectangle(out, (x0, ty - th - 2), (min(w - 1, x0 + tw + 2), ty + base - 1), colour, -1)
-            cv2.putText(out, text, (x0 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            box = tuple(int(round(v)) for v in boxes[i])
+            _place_label(out, text, box, colour_of(c), placed, scale, weight)
     return out
 
 
@@ -88,8 +126,16 @@ def draw_panoptic(
     return out
 
 
-ONLY_A: RGB = (30, 90, 230)   # blue: A alone
-ONLY_B: RGB = (230, 40, 40)   # red: B alone
+ONLY_A: RGB = (0, 114, 178)     # blue outline: an object only A finds
+ONLY_B: RGB = (213, 94, 0)      # orange outline: an object only B finds
+MASK_A: RGB = (0, 200, 200)     # cyan fill: pixels only A's mask covers, of an object both find
+MASK_B: RGB = (230, 0, 160)     # magenta fill: pixels only B's mask covers
+PAIRED: RGB = (200, 200, 200)   # grey outline: an object both find
+#: what each colour of :func:`agreement_view` means: (colour, "outline" | "fill", text)
+AGREEMENT_KEY: tuple[tuple[RGB, str, str], ...] = (
+    (ONLY_A, "outline", "object only A finds"), (ONLY_B, "outline", "object only B finds"),
+    (PAIRED, "outline", "object both find"), (MASK_A, "fill", "both find it: pixels only A's mask covers"),
+    (MASK_B, "fill", "both find it: pixels only B's mask covers"))
 
 
 def _blend(out: np.ndarray, m: np.ndarray, colour: RGB, alpha: float) -> None:
@@ -101,27 +147,44 @@ def _box(out: np.ndarray, box: Any, colour: RGB, thickness: int) -> None:
     cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
 
 
+def _contour(out: np.ndarray, m: np.ndarray, colour: RGB, thickness: int) -> None:
+    contours, _ = cv2.findContours(np.asarray(m, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, colour, thickness)
+
+
 def agreement_view(image: np.ndarray, boxes_a: Any, masks_a: Any, boxes_b: Any, masks_b: Any,
                    matched: Sequence[tuple[int, int, float]], only_a: Sequence[int], only_b: Sequence[int], *,
-                   alpha: float = 0.55, thickness: int = 2) -> np.ndarray:
-    """Where two detectors disagree: objects only A finds (blue) and only B finds (red), filled when masks are
-    given; for paired objects the pixels only A's mask covers (blue) and only B's (red), the rest untouched."""
+                   alpha: float = 0.7, thickness: int | None = None,
+                   tags_a: Sequence[str] | None = None, tags_b: Sequence[str] | None = None) -> np.ndarray:
+    """Where two detectors disagree, two kinds of difference in two encodings (:data:`AGREEMENT_KEY`):
+    objects only A (blue) or only B (orange) finds as outlines of their box and mask, and for objects both find
+    (grey box) the pixels only A's mask covers (cyan fill) and only B's (magenta fill). ``tags_a``/``tags_b``:
+    optional text per detection, drawn beside the one-model objects without overlapping."""
     out = _rgb(image).copy()
     grey = np.asarray(out, np.float32).mean(2, keepdims=True)
     out = (0.55 * out + 0.45 * grey).astype(np.uint8)  # dim the image so the colours read
+    h, w = out.shape[:2]
+    scale = text_scale((h, w))
+    line = max(2, int(round(2 * scale / 0.4))) if thickness is None else int(thickness)
     ba, bb = np.asarray(boxes_a, np.float32).reshape(-1, 4), np.asarray(boxes_b, np.float32).reshape(-1, 4)
     ma = None if masks_a is None else np.asarray(masks_a, bool)
     mb = None if masks_b is None else np.asarray(masks_b, bool)
     for i, j, _ in matched:
         if ma is not None and mb is not None:
-            _blend(out, ma[i] & ~mb[j], ONLY_A, alpha)
-            _blend(out, mb[j] & ~ma[i], ONLY_B, alpha)
-        _box(out, ba[i], (200, 200, 200), 1)
-    for idx, boxes, masks, colour in ((only_a, ba, ma, ONLY_A), (only_b, bb, mb, ONLY_B)):
+            _blend(out, ma[i] & ~mb[j], MASK_A, alpha)
+            _blend(out, mb[j] & ~ma[i], MASK_B, alpha)
+        _box(out, ba[i], PAIRED, max(1, line // 2))
+    sides = ((only_a, ba, ma, ONLY_A, tags_a), (only_b, bb, mb, ONLY_B, tags_b))
+    for idx, boxes, masks, colour, _ in sides:
         for i in idx:
             if masks is not None:
-                _blend(out, masks[i], colour, alpha)
-            _box(out, boxes[i], colour, thickness)
+                _contour(out, masks[i], colour, max(1, line // 2))
+            _box(out, boxes[i], colour, line)
+    placed: list = []  # tags after every outline, so no line crosses a tag
+    for idx, boxes, _, colour, tags in sides:
+        for i in idx if tags is not None else ():
+            _place_label(out, str(tags[i]), tuple(int(round(float(v))) for v in boxes[i]), colour, placed, scale,
+                         max(1, int(round(scale / 0.5))))
     return out
 
 

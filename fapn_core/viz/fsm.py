@@ -49,12 +49,20 @@ def fsm_importance_figure(
         order = fsm.top_k(att.size)
         text = [f"#{c}" if i < label_top else "" for i, c in enumerate(order)]
         fig.add_trace(go.Bar(
-            x=np.arange(att.size), y=att[order], customdata=order, text=text, textposition="outside",
-            textangle=-90, cliponaxis=False, marker_color=att[order], marker_colorscale="Viridis",
+            x=np.arange(att.size), y=att[order], customdata=order, text=text, textposition="none",
+            marker_color=att[order], marker_colorscale="Viridis",
             marker_cmin=0.0, marker_cmax=1.0, name=lv, showlegend=False,
             hovertemplate=f"{lv} rank %{{x}}: channel %{{customdata}}, importance %{{y:.3f}}<extra></extra>",
         ), row=r, col=1)
-        fig.update_yaxes(range=[0, 1.15], title_text="importance", row=r, col=1)
+        # the best channels' ids as horizontal tags in a row above the bars, each with an arrow to its bar: the
+        # same size at every level, however narrow the bars (bar text would shrink or vanish)
+        xr, yr = ("x", "y") if r == 1 else (f"x{r}", f"y{r}")
+        step = max(1.0, 0.07 * att.size)
+        for i, c in enumerate(order[:label_top]):
+            fig.add_annotation(x=i, y=float(att[order][i]), xref=xr, yref=yr, ax=i * step + step / 2, ay=1.25,
+                               axref=xr, ayref=yr, text=f"#{c}", showarrow=True, arrowhead=0, arrowwidth=1,
+                               arrowcolor="rgb(120,120,120)", font=dict(size=12), yanchor="bottom")
+        fig.update_yaxes(range=[0, 1.45], title_text="importance", row=r, col=1)
         fig.update_xaxes(title_text="rank" if r == len(fsms) else None, row=r, col=1)
     fig.update_layout(height=row_height * len(fsms) + 60, margin=dict(l=10, r=10, t=40, b=10), bargap=0.05)
     return fig

@@ -183,8 +183,8 @@ def _fallback_traces(a: ArrowSet, colorscale: str, cmax: float, line_width: floa
     traces.append(go.Scattergl(
         x=a.x, y=a.y, mode="markers", showlegend=False, customdata=np.stack([a.u, a.v], 1),
         marker=dict(size=3, color=a.magnitude, colorscale=colorscale, cmin=0, cmax=cmax, showscale=True,
-                    colorbar=dict(title="|offset| (px)")),
-        hovertemplate="(%{x:.1f}, %{y:.1f})<br>|offset| %{marker.color:.2f} px<br>"
+                    colorbar=dict(title="|offset| (image px)")),
+        hovertemplate="(%{x:.1f}, %{y:.1f})<br>|offset| %{marker.color:.2f} image px<br>"
                       "drawn dx %{customdata[0]:.2f}, dy %{customdata[1]:.2f}<extra></extra>",
     ))
     return traces
@@ -246,8 +246,8 @@ def offset_quiver(
             x=arrows.x, y=arrows.y, u=arrows.u, v=arrows.v, anchor="tail", arrowref="data", lengthmode="raw",
             lengthfactor=1.0, name="offsets",
             marker=dict(color=arrows.magnitude, colorscale=colorscale, cmin=0.0, cmax=top, showscale=True,
-                        colorbar=dict(title="|offset| (px)"), line=dict(width=line_width)),
-            hovertemplate="(%{x:.1f}, %{y:.1f})<br>drawn dx %{u:.2f}, dy %{v:.2f} px<extra></extra>",
+                        colorbar=dict(title="|offset| (image px)"), line=dict(width=line_width)),
+            hovertemplate="(%{x:.1f}, %{y:.1f})<br>drawn dx %{u:.2f}, dy %{v:.2f} image px<extra></extra>",
         ))
     else:
         fig.add_traces(_fallback_traces(arrows, colorscale, top, line_width, color_bins))
@@ -255,7 +255,7 @@ def offset_quiver(
         f"group {'mean' if group is None else group}, point {'mean' if point is None else point}"
     fig.update_layout(
         title=title or f"FAM offsets {arrows.level} (stride {arrows.stride}, {what}"
-                       f"{', mask-weighted' if weighted else ''}; every {arrows.spacing_px} px, ×{scale:g})",
+                       f"{', mask-weighted' if weighted else ''}; every {arrows.spacing_px} image px, ×{scale:g})",
         height=figure_height(height, width), margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
         plot_bgcolor="white",
     )
@@ -310,8 +310,8 @@ def offset_magnitude_figure(
         height, width = mag.shape[0] * s, mag.shape[1] * s
     fig.add_trace(go.Heatmap(
         z=mag, x0=(s - 1) / 2, dx=s, y0=(s - 1) / 2, dy=s, colorscale=colorscale, zmin=0.0,
-        opacity=opacity if image is not None else 1.0, colorbar=dict(title="|offset| (px)"),
-        hovertemplate="(%{x:.1f}, %{y:.1f}) |offset| %{z:.2f} px<extra></extra>",
+        opacity=opacity if image is not None else 1.0, colorbar=dict(title="|offset| (image px)"),
+        hovertemplate="(%{x:.1f}, %{y:.1f}) |offset| %{z:.2f} image px<extra></extra>",
     ))
     fig.update_layout(title=f"|FAM offset| {fam.level} (stride {s}){', mask-weighted' if weighted else ''}",
                       height=figure_height(height, width), margin=dict(l=10, r=10, t=40, b=10))

@@ -95,16 +95,26 @@ def class_legend(
     return out
 
 
-def legend_figure(entries: Sequence[LegendEntry], *, ncols: int = 4, row_height: int = 26):
-    """A compact plotly legend: a coloured square and ``name (xx.x %)`` per class, in ``ncols`` columns."""
+def share_text(fraction: float) -> str:
+    """A share as ``12.3 %``, ``< 0.1 %`` when tiny but present, ``0 %`` when absent."""
+    if fraction <= 0:
+        return "0 %"
+    return "< 0.1 %" if fraction < 0.0005 else f"{100 * fraction:.1f} %"
+
+
+def legend_figure(entries: Sequence[LegendEntry], *, ncols: int = 4, row_height: int = 26,
+                  texts: Sequence[str] | None = None):
+    """A compact plotly legend: a coloured square and ``name (share)`` per class (or ``texts``), in ``ncols``
+    columns."""
     import plotly.graph_objects as go
 
     n = len(entries)
     rows = max(1, -(-n // ncols))
     xs = [i % ncols for i in range(n)]
     ys = [i // ncols for i in range(n)]
+    labels = list(texts) if texts is not None else [f"{e.name} ({share_text(e.fraction)})" for e in entries]
     fig = go.Figure(go.Scatter(
-        x=xs, y=ys, mode="markers+text", text=[f"{e.name} ({100 * e.fraction:.1f} %)" for e in entries],
+        x=xs, y=ys, mode="markers+text", text=labels,
         textposition="middle right", marker=dict(symbol="square", size=14, color=[css(e.color) for e in entries],
                                                  line=dict(width=1, color="rgb(60,60,60)")),
         customdata=[e.index for e in entries], hovertemplate="id %{customdata}: %{text}<extra></extra>",
@@ -114,6 +124,84 @@ def legend_figure(entries: Sequence[LegendEntry], *, ncols: int = 4, row_height:
     fig.update_layout(height=rows * row_height + 20, margin=dict(l=0, r=0, t=10, b=10), showlegend=False,
                       plot_bgcolor="rgba(0,0,0,0)", paper_bgcolor="rgba(0,0,0,0)")
     return fig
+
+
+def key_figure(items: Sequence[tuple[RGB, str, str]], *, ncols: int = 3, row_height: int = 26):
+    """A legend of encodings: per item (colour, "outline" | "fill", text) an open or filled square and the text."""
+    import plotly.graph_objects as go
+
+    n = len(items)
+    rows = max(1, -(-n // ncols))
+    fig = go.Figure(go.Scatter(
+        x=[i % ncols for i in range(n)], y=[i // ncols for i in range(n)], mode="markers+text",
+        text=[t for _, _, t in items], textposition="middle right", hoverinfo="skip", textfont=dict(size=13),
+        marker=dict(symbol=["square-open" if kind == "outline" else "square" for _, kind, _ in items], size=14,
+                    color=[css(c) for c, _, _ in items], line=dict(width=3, color=[css(c) for c, _, _ in items])),
+    ))
+    fig.update_xaxes(visible=False, range=[-0.1, ncols])
+    fig.update_yaxes(visible=False, range=[rows - 0.5, -0.5])
+    fig.update_layout(height=rows * row_height + 20, margin=dict(l=0, r=0, t=10, b=10), showlegend=False,
+                      plot_bgcolor="rgba(0,0,0,0)", paper_bgcolor="rgba(0,0,0,0)")
+    return fig
+
+
+def scalar_map_figure(values: np.ndarray, *, zmin: float, zmax: float, colorscale: str = "Viridis",
+                      colorbar_title: str = "", title: str = "", unit: str = "", nan_colour: str = "black",
+                      base_width: int = 440, max_height: int = 520):
+    """A value per cell as a heatmap at 1:1 aspect with a colourbar beside it, as tall as the map; NaN cells
+    show ``nan_colour``. ``unit`` goes into the hover text. The figure is ``base_width`` px wide plus the colourbar
+    (narrower when the map would be taller than ``max_height``): show it at its own width."""
+    import plotly.graph_objects as go
+
+    v = np.asarray(values, np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"scalar_map_figure expects an H×W array, got shape {v.shape}")
+    h, w = v.shape
+    finite = np.isfinite(v)
+    fig = go.Figure()
+    if not finite.all():  # NaN cells in their own colour, under the map
+        fig.add_trace(go.Heatmap(z=np.where(finite, None, 0.0), colorscale=[[0, nan_colour], [1, nan_colour]],
+                                 showscale=False, hoverinfo="skip"))
+    fig.add_trace(go.Heatmap(
+        z=np.where(finite, v, None), zmin=zmin, zmax=zmax, colorscale=colorscale,
+        colorbar=dict(title=dict(text=colorbar_title, side="right"), len=1.0, thickness=14, y=0.5,
+                      yanchor="middle"),
+        hovertemplate=f"(x %{{x}}, y %{{y}}): %{{z:.2f}}{(' ' + unit) if unit else ''}<extra></extra>"))
+    fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, constrain="domain", visible=False)
+    fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, constrain="domain", scaleanchor="x",
+                     scaleratio=1, visible=False)
+    top, bar = (30 if title else 8), 90
+    plot_w = float(base_width)
+    plot_h = plot_w * h / max(w, 1)
+    if plot_h > max_height:
+        plot_h, plot_w = float(max_height), max_height * w / max(h, 1)
+    fig.update_layout(title=dict(text=title, font=dict(size=13)) if title else None,
+                      plot_bgcolor="rgba(0,0,0,0)", paper_bgcolor="rgba(0,0,0,0)",
+                      width=int(max(plot_w, 120)) + bar, height=int(max(plot_h, 80)) + top + 8,
+                      margin=dict(l=0, r=bar - 10, t=top, b=8))
+    return fig
+
+
+def region_outline(image: np.ndarray, region: np.ndarray, *, colour: RGB = (255, 200, 0),
+                   thickness: int | None = None, brightness: float = 0.8) -> np.ndarray:
+    """``region`` (bool H×W) outlined over the slightly greyed image, the pixels inside left visible; a region
+    too small to outline (a pixel) gets a ring around it."""
+    import cv2
+
+    img = check_rgb(image)
+    m = np.asarray(region, bool)
+    check_same_hw(img, m, "region_outline")
+    out = greyed(img, brightness).copy()
+    t = thickness or max(2, round(max(m.shape) / 300))
+    ys, xs = np.nonzero(m)
+    if len(ys) == 0:
+        return out
+    if len(ys) < 25:
+        cv2.circle(out, (int(xs.mean()), int(ys.mean())), 4 * t + 3, colour, t, cv2.LINE_AA)
+        return out
+    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, colour, t)
+    return out
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, *, gap: int = 8, gap_color: RGB = (255, 255, 255)) -> np.ndarray:

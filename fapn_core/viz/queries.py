@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 
 from ._common import blend, check_rgb, greyed
+from .detections import ONLY_A, ONLY_B
 
-ONLY_A_BORDER = (255, 140, 0)  # orange
-ONLY_B_BORDER = (30, 144, 255)  # blue
+ONLY_A_BORDER = ONLY_A  # blue: only A, orange: only B (as every other A/B view)
+ONLY_B_BORDER = ONLY_B
 BOTH_BORDER = (255, 255, 255)
 
 
