@@ -377,8 +377,9 @@ def detector_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int =
     """
     timed = {"backbone": model.backbone, "neck": model.neck, "rpn": model.proposal_generator,
              "roi": model.roi_heads}
-    if getattr(model.roi_heads, "mask_on", False):
-        timed.update(mask_pool=model.roi_heads.mask_pooler, mask=model.roi_heads.mask_head)
+    if getattr(model.roi_heads, "mask_on", False):  # PointRend's mask head pools and samples points itself
+        pooler = getattr(model.roi_heads, "mask_pooler", None)
+        timed.update(mask=model.roi_heads.mask_head, **({"mask_pool": pooler} if pooler is not None else {}))
     if hasattr(model, "head"):
         timed["semantic head"] = model.head
     med = module_times(model, x, timed, repeats)
@@ -464,7 +465,7 @@ def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3
 def format_stage_table(stages: dict[str, dict[str, float]]) -> str:
     names = list(stages)
     lines = ["| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for st in (*RCNN_STAGES, *MASKFORMER_STAGES, "total"):
+    for st in dict.fromkeys((*RCNN_STAGES, *MASKFORMER_STAGES, "total")):
         if all(stages[n].get(st, 0.0) == 0.0 for n in names):  # stages the family does not have
             continue
         lines.append(f"| {st} | " + " | ".join(f"{stages[n][st]:.0f}" for n in names) + " |")
