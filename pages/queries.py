@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import cache, guards, sidebar, ui
-from fapn_core.viz.queries import BOTH_BORDER, ONLY_A_BORDER, ONLY_B_BORDER, owner_view, query_masks, query_table
+from fapn_core.viz.queries import owner_view, query_masks, query_table
 
 ctx = sidebar.context()
 st.title("Queries (MaskFormer)")
@@ -53,8 +53,8 @@ if guards.require_ready(ctx):
         cmp_ = cache.query_borders_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp,
                                           preds["A"][2].captures.queries, preds["B"][2].captures.queries, ctx.image)
         st.image(cmp_.view, width="stretch",
-                 caption="borders between queries at the masks' resolution (stride 4): only A "
-                         f"(rgb{ONLY_A_BORDER}), only B (rgb{ONLY_B_BORDER}), both within one cell (rgb{BOTH_BORDER})")
+                 caption="borders between queries at the masks' resolution (stride 4): blue only A, orange only B, "
+                         "white both (within one cell)")
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("border cells only A", f"{cmp_.only_a:,}")
         m2.metric("border cells only B", f"{cmp_.only_b:,}")

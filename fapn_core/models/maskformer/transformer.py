@@ -1,7 +1,7 @@
 """MaskFormer's DETR-style transformer: sine position embedding, (optional) encoder and the query decoder.
 
-Numerics follow the official code: ``nn.MultiheadAttention`` (sequence-first, ``need_weights`` at its default, so
-the fixtures reproduce bit-exactly), post-norm layers by default, queries starting at zero with the learned query
+Numerics follow the official code: ``nn.MultiheadAttention`` (sequence-first; ``need_weights=False``, so PyTorch
+runs it through ``scaled_dot_product_attention``: the fixtures still match within their tolerances), post-norm layers by default, queries starting at zero with the learned query
 embedding as their position, positions on queries/keys only, and the shared final ``decoder.norm`` applied to
 every intermediate output (deep supervision).
 """
@@ -73,11 +73,11 @@ class EncoderLayer(nn.Module):
         if self.normalize_before:
             s = self.norm1(src)
             q = k = _with_pos(s, pos)
-            src = src + self.dropout1(self.self_attn(q, k, value=s)[0])
+            src = src + self.dropout1(self.self_attn(q, k, value=s, need_weights=False)[0])
             s = self.norm2(src)
             return src + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(s)))))
         q = k = _with_pos(src, pos)
-        src = self.norm1(src + self.dropout1(self.self_attn(q, k, value=src)[0]))
+        src = self.norm1(src + self.dropout1(self.self_attn(q, k, value=src, need_weights=False)[0]))
         return self.norm2(src + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(src))))))
 
 
@@ -105,15 +105,16 @@ class DecoderLayer(nn.Module):
         if self.normalize_before:
             t = self.norm1(tgt)
             q = k = _with_pos(t, query_pos)
-            tgt = tgt + self.dropout1(self.self_attn(q, k, value=t)[0])
+            tgt = tgt + self.dropout1(self.self_attn(q, k, value=t, need_weights=False)[0])
             t = self.norm2(tgt)
             tgt = tgt + self.dropout2(self.multihead_attn(
-                query=_with_pos(t, query_pos), key=_with_pos(memory, pos), value=memory)[0])
+                query=_with_pos(t, query_pos), key=_with_pos(memory, pos), value=memory, need_weights=False)[0])
             t = self.norm3(tgt)
             return tgt + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(t)))))
         q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, value=tgt)[0]))
-        tgt2 = self.multihead_attn(query=_with_pos(tgt, query_pos), key=_with_pos(memory, pos), value=memory)[0]
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, value=tgt, need_weights=False)[0]))
+        tgt2 = self.multihead_attn(query=_with_pos(tgt, query_pos), key=_with_pos(memory, pos), value=memory,
+                                   need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
         return self.norm3(tgt + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(tgt))))))
 
