@@ -353,12 +353,11 @@ def test_mini_config_from_keys_alone_equals_the_dump(pfcn_dir, neck):
 
 
 def test_official_checkpoint_through_convert_and_load_checkpoint(pfcn_dir, tmp_path):
-    """``fapn convert`` → ``load_checkpoint`` → ``predict`` on the FaPN mini (runs once PanopticFCN is wired into
+    """``fapn convert`` → ``load_checkpoint`` → ``predict`` on the FaPN mini (the family wired into
     ``fapn_core.checkpoints``: its key rules, ``infer_config`` and the zoo's ``panopticfcn`` head)."""
     from fapn_core import checkpoints
 
-    if checkpoints.detectron2_to_native("backbone.top_block.p6.weight") != "top_block.p6.weight":
-        pytest.skip("PanopticFCN is not wired into fapn_core.checkpoints yet (issue #27: key rules and infer_config)")
+    assert checkpoints.detectron2_to_native("backbone.top_block.p6.weight") == "top_block.p6.weight"
     ref = torch.load(pfcn_dir / "mini_fapn_panopticfcn.pt", map_location="cpu", weights_only=True)
     src = tmp_path / "mini_fapn_panopticfcn.pth"
     torch.save({"model": ref["state_dict"]}, src)
