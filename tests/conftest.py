@@ -16,6 +16,23 @@ def fixtures_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "fixtures" / "reference"
 
 
+def write_official(folder: Path, state_dict: dict, fmt: str) -> Path:
+    """An official-format checkpoint of ``state_dict`` in ``folder``: detectron2 ``.pth`` ({"model": tensors}) or
+    model-zoo ``.pkl`` (numpy arrays under "model")."""
+    import pickle
+
+    import torch
+
+    if fmt == "pth":
+        path = folder / "model_final.pth"
+        torch.save({"model": state_dict, "iteration": 1}, path)
+    else:
+        path = folder / "model_final.pkl"
+        with open(path, "wb") as f:
+            pickle.dump({"model": {k: v.numpy() for k, v in state_dict.items()}, "__author__": "test"}, f)
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     d = fixtures_dir()

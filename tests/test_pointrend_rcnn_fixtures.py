@@ -12,13 +12,13 @@ compared against their tensors (features, FAM captures and RPN 1e-4, proposals a
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from conftest import write_official
 from fapn_core.checkpoints import (
     CheckpointError, config_from_detectron2, convert, detectron2_to_native, import_official, infer_config,
     load_checkpoint,
@@ -95,23 +95,12 @@ def _reference(pr_dir: Path, neck: str) -> tuple[dict, dict, dict]:
     return ref, base, {k: sd[k] for k in ref["state_dict_keys"]}
 
 
-def _write_official(folder: Path, state_dict: dict, fmt: str) -> Path:
-    if fmt == "pth":
-        path = folder / "model_final.pth"
-        torch.save({"model": state_dict, "iteration": 1}, path)
-    else:  # detectron2 model-zoo .pkl: numpy arrays under "model"
-        path = folder / "model_final.pkl"
-        with open(path, "wb") as f:
-            pickle.dump({"model": {k: v.numpy() for k, v in state_dict.items()}, "__author__": "test"}, f)
-    return path
-
-
 @pytest.fixture(scope="module", params=["fpn", "fapn"])
 def mini(request, pr_dir, tmp_path_factory):
     neck = request.param
     ref, base, sd = _reference(pr_dir, neck)
     folder = tmp_path_factory.mktemp(f"pointrend_{neck}")
-    native, report = convert(_write_official(folder, sd, "pth"), folder / f"mini_{neck}.safetensors",
+    native, report = convert(write_official(folder, sd, "pth"), folder / f"mini_{neck}.safetensors",
                              config=pr_dir / f"mini_{neck}_pointrend_config.yaml")
     assert report.ok and report.loaded == len(sd)
     model, card = load_checkpoint(native)
@@ -277,7 +266,7 @@ def test_final_instances_masks_and_capture(mini):
 def test_import_official_with_and_without_config(pr_dir, tmp_path, fmt, with_config):
     ref, _, sd = _reference(pr_dir, "fapn")
     yaml_path = pr_dir / "mini_fapn_pointrend_config.yaml"
-    model, report = import_official(_write_official(tmp_path, sd, fmt), config=yaml_path if with_config else None)
+    model, report = import_official(write_official(tmp_path, sd, fmt), config=yaml_path if with_config else None)
     assert report.ok and report.loaded == len(sd) == 324
     dumped = config_from_detectron2(yaml_path)
     assert count_parameters(model) == 2_945_652 and count_parameters(model, "roi_heads.mask_head.") == 251_091
@@ -306,7 +295,7 @@ def test_legacy_pointrend_key_names_load_the_same_weights(pr_dir, tmp_path):
 
     legacy = {old(k): v for k, v in sd.items()}
     assert "roi_heads.mask_coarse_head.coarse_mask_fc1.weight" in legacy
-    model, report = import_official(_write_official(tmp_path, legacy, "pth"),
+    model, report = import_official(write_official(tmp_path, legacy, "pth"),
                                     config=pr_dir / "mini_fpn_pointrend_config.yaml")
     assert report.ok and report.loaded == len(sd)
     state = model.state_dict()

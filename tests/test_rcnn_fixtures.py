@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import write_official
 from fapn_core.checkpoints import (
     config_from_detectron2, convert, detectron2_to_native, import_official, infer_config, load_checkpoint,
     load_state_dict,
@@ -231,24 +232,11 @@ def test_panoptic_matches(rcnn_dir, neck):
 
 
 # ------------------------------------------------------------------------------------------- import paths
-def _write_official(tmp_path: Path, state_dict: dict, fmt: str) -> Path:
-    import pickle
-
-    if fmt == "pth":
-        p = tmp_path / "model_final.pth"
-        torch.save({"model": state_dict, "iteration": 5}, p)
-    else:  # detectron2 model-zoo .pkl: numpy arrays under "model"
-        p = tmp_path / "model_final.pkl"
-        with open(p, "wb") as f:
-            pickle.dump({"model": {k: v.numpy() for k, v in state_dict.items()}, "__author__": "test"}, f)
-    return p
-
-
 @pytest.mark.parametrize("fmt", ["pth", "pkl"])
 @pytest.mark.parametrize("with_config", [False, True])
 def test_import_official_reproduces_the_fixture(rcnn_dir, tmp_path, fmt, with_config):
     ref = _flat(torch.load(rcnn_dir / "mini_fapn_maskrcnn.pt", map_location="cpu", weights_only=True))
-    path = _write_official(tmp_path, ref["state_dict"], fmt)
+    path = write_official(tmp_path, ref["state_dict"], fmt)
     config = rcnn_dir / "mini_fapn_maskrcnn_config.yaml" if with_config else None
     model, report = import_official(path, config=config)
     assert report.ok and model.config.head == "maskrcnn" and model.config.num_classes == 5
@@ -260,7 +248,7 @@ def test_import_official_reproduces_the_fixture(rcnn_dir, tmp_path, fmt, with_co
 
 def test_panoptic_head_inferred_from_keys_and_converted_to_native(rcnn_dir, tmp_path):
     model, ref = _load(rcnn_dir, "fpn", "panoptic")
-    path = _write_official(tmp_path, ref["state_dict"], "pth")
+    path = write_official(tmp_path, ref["state_dict"], "pth")
     out, report = convert(path, tmp_path / "pan.safetensors", stuff_classes=["things", "a", "b", "c"])
     assert report.ok
     loaded, card = load_checkpoint(out)
@@ -274,7 +262,7 @@ def test_panoptic_head_inferred_from_keys_and_converted_to_native(rcnn_dir, tmp_
 def test_mismatched_checkpoint_names_the_head_and_keys(rcnn_dir, tmp_path):
     ref = _flat(torch.load(rcnn_dir / "mini_fpn_maskrcnn.pt", map_location="cpu", weights_only=True))
     cfg = config_from_detectron2(rcnn_dir / "mini_fpn_maskrcnn_config.yaml")
-    path = _write_official(tmp_path, ref["state_dict"], "pth")
+    path = write_official(tmp_path, ref["state_dict"], "pth")
     with pytest.raises(Exception, match=r"roi_heads\.box_predictor\.cls_score\.weight checkpoint \(6, 128\) vs model \(11, 128\)"):
         import_official(path, config=cfg.replace(num_classes=10))
     with pytest.raises(Exception, match=r"missing: .*head\.p2\.0\.weight"):

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from ..models.d2_names import PYRAMID_RULES
+from ..models.d2_names import PYRAMID_RULES, lateral_to_official
 from ..models.maskformer import convert as maskformer_convert
 from ..models.panopticfcn import convert as panopticfcn_convert
 
@@ -54,9 +54,9 @@ def native_to_detectron2(key: str, neck: str, head: str = "") -> str:
         return maskformer_convert.native_to_official(key)
     if head == "panopticfcn":
         return panopticfcn_convert.native_to_official(key, neck)
-    m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
-    if m:
-        return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"
+    lateral = lateral_to_official(key, neck)
+    if lateral is not None:
+        return lateral
     for pattern, repl in _NATIVE_RULES:
         if pattern.search(key):
             return pattern.sub(repl, key, count=1)

@@ -25,3 +25,12 @@ def resnet_depth(keys: Collection[str], error: Callable[[str], Exception]) -> tu
     if depth is None:
         raise error(f"cannot infer the ResNet depth ({n_res4} res4 blocks, bottleneck={bottleneck})")
     return depth, bottleneck
+
+
+def lateral_to_official(key: str, neck: str) -> str | None:
+    """The official name of a native ``neck.lateral<N>.*`` key (FPN: ``fpn_lateral``; FaPN: ``fan_align``), else
+    ``None``."""
+    m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
+    if not m:
+        return None
+    return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from ..d2_names import PYRAMID_RULES, resnet_depth
+from ..d2_names import PYRAMID_RULES, lateral_to_official, resnet_depth
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -76,9 +76,9 @@ def official_to_native(key: str) -> str | None:
 def native_to_official(key: str, neck: str, *, deform: bool = True) -> str:
     """Official key of a native PanopticFCN key (``neck`` decides how ``neck.lateral<L>`` is spelled; ``deform``:
     the position head's convs are ``ModulatedDeformConvWithOff`` (``dcnv2.*``), as in every release)."""
-    m = re.match(r"^neck\.lateral(\d)\.(.*)$", key)
-    if m:
-        return f"backbone.{'fpn_lateral' if neck.startswith('fpn') else 'fan_align'}{m[1]}.{m[2]}"
+    lateral = lateral_to_official(key, neck)
+    if lateral is not None:
+        return lateral
     m = re.match(r"^position_head\.conv(\d+)\.(?!conv_offset_mask\.)(.*)$", key)
     if m:
         return f"position_head.position_head.position_head_head_{m[1]}.{'dcnv2.' if deform else ''}{m[2]}"
