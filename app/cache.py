@@ -11,6 +11,7 @@
 | :func:`detection_compare_cached`: COCO matching A/B | model keys × image × AMP × GT key × categories | data |
 | :func:`agreement_cached`: objects only A / only B find | model keys × image × AMP × score threshold | data |
 | :func:`query_borders_cached`: MaskFormer segments A vs B | model keys × image × AMP | data |
+| :func:`peak_match_cached`: PanopticFCN peaks only A / only B keeps | model keys × image × AMP × tolerance | data |
 | :func:`samples`, :func:`read_sample`: the gallery | sample name | data |
 | :func:`decode_upload`, :func:`decode_coco`: uploads | upload bytes (× limits / image size) | data |
 
@@ -37,7 +38,7 @@ from fapn_core.metrics import compare
 from fapn_core.metrics import detection_pair as dp
 from fapn_core.models.rcnn.panoptic import panoptic_to_labels
 
-CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features", "queries")
+CAPTURE = ("offsets", "attention", "fsm_inputs", "fam_features", "features", "queries", "positions")
 
 # ----------------------------------------------------------------------------------------- inference cache
 _COMPUTED: dict[str, int] = {}
@@ -121,6 +122,14 @@ def query_borders_cached(key_a: str, key_b: str, image_key: str, amp: bool, _qa,
     from fapn_core.viz.queries import border_comparison
 
     return border_comparison(_image, _qa, _qb)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def peak_match_cached(key_a: str, key_b: str, image_key: str, amp: bool, cells: float, _maps_a, _maps_b):
+    """Two PanopticFCNs' kept peaks matched (``fapn_core.viz.positions.match_peaks``, all levels)."""
+    from fapn_core.viz.positions import kept_peaks, match_peaks
+
+    return match_peaks(kept_peaks(_maps_a), kept_peaks(_maps_b), cells=cells)
 
 
 # ------------------------------------------------------------------------------------------------ images

@@ -3,6 +3,8 @@ out-of-domain notice, and the dispatch of a page's object / label-map sections b
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import streamlit as st
 from app import releases, ui
 from app.cache import inference_count
@@ -42,26 +44,32 @@ def _listed(names: list[str]) -> str:
     return f"{len(names)} classes: {', '.join(names)}"
 
 
-def _task_sentence(task: str, card: dict) -> str:
-    """What a model of ``task`` trained on the synthetic scenes does on other images, and the releases to load."""
+def _task_sentence(task: str, card: dict, head: str = "") -> str:
+    """What a model of ``task`` (of the family ``head``) trained on the synthetic scenes does on other images, and
+    that family's (else that task's) releases to load."""
+    from app.models import HEADS
+
     things = [str(c) for c in card.get("classes") or []]
-    names = releases.releases_for(task)
+    names = releases.releases_for(task, head=head or None)
     where = "one of the releases on the About page"
     if len(names) == 2:
-        where = (f"e.g. the {releases.DATASET[task]} {task} release `{names[0]}` (FaPN) or `{names[1]}` (its FPN "
-                 "baseline)")
+        where = (f"e.g. the {releases.dataset_of(names[0], task)} release `{names[0]}` (FaPN) or `{names[1]}` (its "
+                 "FPN baseline)")
+    family = HEADS.get(head, "")
     if task == "semantic":
-        return (f"A semantic model gives every pixel one of its classes ({_listed(things)}) whatever the image shows, "
-                "so on other images its labels say little about them. For real street scenes load "
+        who = f"A {family} (a semantic model)" if head == "maskformer" else "A semantic model"
+        scenes = "scenes" if head == "maskformer" else "street scenes"  # ADE20K / COCO-Stuff, not Cityscapes
+        return (f"{who} gives every pixel one of its classes ({_listed(things)}) whatever the image shows, "
+                f"so on other images its labels say little about them. For real {scenes} load "
                 f"an official checkpoint, {where}")
     stuff = [str(c) for c in card.get("stuff_classes") or [] if str(c) != "things"]
     if task == "panoptic":
-        return (f"A Panoptic FPN finds objects of its thing classes only ({_listed(things)}) and gives every other "
-                f"pixel one of its stuff classes ({_listed(stuff)}): other objects are missed or called one of "
-                f"these, other regions one of those. For real photos load an official checkpoint, {where}")
+        return (f"A {family or 'Panoptic FPN'} finds objects of its thing classes only ({_listed(things)}) and gives "
+                f"every other pixel one of its stuff classes ({_listed(stuff)}): other objects are missed or called "
+                f"one of these, other regions one of those. For real photos load an official checkpoint, {where}")
     what = "boxes and masks" if task == "instance" else "boxes"
-    head = "A Mask R-CNN" if task == "instance" else "A Faster R-CNN"
-    return (f"{head} finds {what} of its thing classes only ({_listed(things)}): any other object is missed or "
+    who = f"A {family}" if family else ("A Mask R-CNN" if task == "instance" else "A Faster R-CNN")
+    return (f"{who} finds {what} of its thing classes only ({_listed(things)}): any other object is missed or "
             f"called one of these. For real photos load an official checkpoint, {where}")
 
 
@@ -94,10 +102,10 @@ def domain_notice(ctx: Context) -> str:
     else:
         image = ("The app cannot tell whether this image is one of those scenes: it came without ground truth in "
                  "the models' classes.")
-    tasks: dict[str, dict] = {}
+    families: dict[tuple[str, str], dict] = {}  # one sentence per (task, model family)
     for _, h in synthetic:
-        tasks.setdefault(h.task, h.card)
-    per_task = " ".join(_task_sentence(t, card) + "." for t, card in tasks.items())
+        families.setdefault((h.task, str(getattr(getattr(h.model, "config", None), "head", ""))), h.card)
+    per_task = " ".join(_task_sentence(t, card, head) + "." for (t, head), card in families.items())
     return (f"**{who} {were} trained on synthetic street scenes only.** {image} {per_task} Load one with *Upload "
             "checkpoint* in the sidebar; the **About** page lists every release that loads and the command that "
             "converts it.")
@@ -126,6 +134,21 @@ def require_ready(ctx: Context) -> bool:
         else:
             st.info("Pick a sample or upload an image in the sidebar.")
     return False
+
+
+def models_with(ctx: Context, has: Callable[[Any], bool], why: Callable[[str, Any, str, Any], str]) -> dict:
+    """A family view's models: ``{"A": (handle, name, prediction), …}`` for the models whose prediction ``has``
+    what the view shows; every other model gets an info line ``why(slot, handle, name, prediction)``, and the page
+    stops when neither has it."""
+    name_a, name_b = ui.names(ctx)
+    pair = {"A": (ctx.a, name_a, ctx.prediction("a")), "B": (ctx.b, name_b, ctx.prediction("b"))}
+    shown = {k: v for k, v in pair.items() if has(v[2])}
+    for k, (handle, name, pred) in pair.items():
+        if k not in shown:
+            st.info(why(k, handle, name, pred))
+    if not shown:
+        st.stop()
+    return shown
 
 
 def require_comparison(ctx: Context, what: str):

@@ -24,6 +24,8 @@ PAGES = [
     st.Page(str(PAGE_DIR / "boundaries.py"), title="Boundaries", icon=":material/border_style:"),
     st.Page(str(PAGE_DIR / "small_objects.py"), title="Small objects", icon=":material/zoom_in:"),
     st.Page(str(PAGE_DIR / "queries.py"), title="Queries (MaskFormer)", icon=":material/view_comfy:"),
+    st.Page(str(PAGE_DIR / "positions.py"), title="Positions (PanopticFCN)", icon=":material/my_location:"),
+    st.Page(str(PAGE_DIR / "points.py"), title="Points (PointRend)", icon=":material/scatter_plot:"),
     st.Page(str(PAGE_DIR / "attribution.py"), title="Attribution", icon=":material/local_fire_department:"),
     st.Page(str(PAGE_DIR / "dataset.py"), title="Dataset", icon=":material/dataset:"),
     st.Page(str(PAGE_DIR / "models.py"), title="Models & speed", icon=":material/speed:"),

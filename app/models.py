@@ -99,18 +99,22 @@ class ModelHandle:
 
     @property
     def kind(self) -> str:
-        """What the model is, in words: ``Mask R-CNN · FaPN neck · R18``."""
+        """What the model is, in words: ``Mask R-CNN · FaPN neck · R18``, ``MaskFormer · FaPN pixel decoder · Swin-L``."""
         cfg = getattr(self.model, "config", None)
         head = HEADS.get(getattr(cfg, "head", ""), self.task)
         neck = NECKS.get(self.neck, self.neck or "?")
-        depth = getattr(cfg, "depth", None)
-        return f"{head} · {neck} neck" + (f" · R{depth}" if depth else "")
+        part = "pixel decoder" if getattr(cfg, "head", "") == "maskformer" else "neck"
+        back = getattr(cfg, "backbone_name", "")
+        back = ("Swin-" + back[4:].upper() if back.startswith("swin") and len(back) > 4 else
+                back.upper() if back else "")
+        return f"{head} · {neck} {part}" + (f" · {back}" if back else "")
 
 
 HEADS = {"semfpn": "Semantic FPN", "pointrend": "PointRend (semantic)", "fasterrcnn": "Faster R-CNN",
          "maskrcnn": "Mask R-CNN", "panoptic": "Panoptic FPN", "maskformer": "MaskFormer",
-         "pointrend_rcnn": "PointRend Mask R-CNN", "panopticfcn": "Panoptic FCN"}
-NECKS = {"fpn": "FPN", "fapn": "FaPN"}
+         "pointrend_rcnn": "PointRend Mask R-CNN", "panopticfcn": "PanopticFCN"}
+NECKS = {"fpn": "FPN", "fapn": "FaPN", "fpn_extra_conv": "FPN + extra conv", "fam": "FPN + FAM",
+         "fam_se": "FPN + FAM + SE", "deconv_fsm": "FPN + deconv + FSM", "fam_noref_fsm": "FPN + FAM† + FSM"}
 
 
 class LockedModel:

@@ -48,6 +48,11 @@ def dataset_of(release: str, task: str) -> str:
     return DATASET[task]
 
 
-def releases_for(task: str, depth: int = 50) -> list[str]:
-    """The first official FaPN release of ``task`` at ResNet ``depth`` and its FPN baseline (FaPN first)."""
+def releases_for(task: str, depth: int = 50, head: str | None = None) -> list[str]:
+    """The first official FaPN release of ``task`` and its FPN baseline (FaPN first): of the model family ``head``
+    (``maskformer``, ``panopticfcn``, ``pointrend_rcnn`` …) where it has releases, else at ResNet ``depth``."""
+    if head is not None:
+        own = [r[2] for r in RELEASES if r[0] == task and r[3].endswith(f"_{head}")]
+        if own:
+            return own[:2]
     return [r[2] for r in RELEASES if r[0] == task and f"_R_{depth}_" in r[2]][:2]  # the task's first pair

@@ -4,7 +4,8 @@ its own image and ground truth, each checking that the mIoU it is shown is the o
 python benchmarks/load_test.py --users 8 --requests 100 [--pair panoptic]
 
 ``--pair panoptic`` serves the bundled Panoptic FPN pair as A and B (``FAPN_DEFAULT_A/B``): the mIoU checked is
-that of their label maps in the dataset classes (things from the instances, stuff from the semantic head).
+that of their label maps in the dataset classes (things from the instances, stuff from the semantic head);
+``--pair maskformer`` the bundled MaskFormer pair (label maps from its semantic inference).
 
 Prints users, requests, failures, seconds, and the server's RSS (first request, peak, last) — flat memory means
 the bounded caches hold.
@@ -60,11 +61,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-PAIRS = {"semantic": ("fpn_r18_semfpn", "fapn_r18_semfpn"), "panoptic": ("fpn_r18_panoptic", "fapn_r18_panoptic")}
+PAIRS = {"semantic": ("fpn_r18_semfpn", "fapn_r18_semfpn"), "panoptic": ("fpn_r18_panoptic", "fapn_r18_panoptic"),
+         "maskformer": ("fpn_r18_maskformer", "fapn_r18_maskformer")}
 
 
 def _labels(model, card, image):
-    """The label map the app shows for a model: argmax for a semantic model, dataset classes for a Panoptic FPN."""
+    """The label map the app shows for a model: argmax for a semantic model (a MaskFormer's scores included),
+    dataset classes for a Panoptic FPN."""
     out = model.predict(image)
     if card.get("task") != "panoptic":
         return out.argmax(0).numpy()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The new families' CPU tables of docs/performance.md (MaskFormer Swin-L and R101 at 640×640, PointRend instance
-# and PanopticFCN R50 at 800×1333, FaPN vs FPN, random weights), one after another on an otherwise idle machine.
+# and PanopticFCN R50 at 800×1333, FaPN vs FPN, random weights, with time per stage; PointRend's subdivision per
+# detection count), one after another on an otherwise idle machine.
 # Output: runs/bench/*.md (the tables as printed) and *.err (progress).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ mkdir -p "$OUT"
   --repeats "$REPEATS" > "$OUT/maskformer_r101.md" 2> "$OUT/maskformer_r101.err"
 "$PY" -m fapn_core.cli bench rcnn --rcnn-models fpn_r50_pointrend_rcnn fapn_r50_pointrend_rcnn --repeats "$REPEATS" \
   > "$OUT/pointrend_rcnn.md" 2> "$OUT/pointrend_rcnn.err"
-"$PY" -m fapn_core.cli bench models --models fpn_r50_panopticfcn fapn_r50_panopticfcn --sizes 800x1333 \
-  --repeats "$REPEATS" > "$OUT/panopticfcn.md" 2> "$OUT/panopticfcn.err"
+"$PY" -m fapn_core.cli bench panopticfcn --repeats "$REPEATS" > "$OUT/panopticfcn.md" 2> "$OUT/panopticfcn.err"
+"$PY" -m fapn_core.cli bench subdivision --repeats "$REPEATS" > "$OUT/pointrend_subdivision.md" \
+  2> "$OUT/pointrend_subdivision.err"
 echo "tables in $OUT/"

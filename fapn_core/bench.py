@@ -47,22 +47,41 @@ def flop_counter() -> FlopCounterMode:
                                                           torch.ops.aten.addmm_: _addmm_flops})
 
 
-def count_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 1) -> dict[str, int]:
-    """FLOPs of one inference forward (reference DCN path so the op is visible), total and per part."""
+def _module_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 1) -> tuple[int, dict[str, int]]:
+    """(total FLOPs, FLOPs per module path) of one inference forward on a blank image (reference DCN path so
+    the op is visible; paths as ``model.named_modules()`` gives them)."""
     x = torch.zeros(batch, 3, *image_hw, device=next(model.parameters()).device)
     counter = flop_counter()
     # no_grad, not inference_mode: the counter's module tracker hooks parameters passed as module inputs
     # (MaskFormer's query embedding), which needs autograd views
     with torch.no_grad(), dcn_impl("reference"), counter:
         model(x)
-    per_module = counter.get_flop_counts()
-    total = int(counter.get_total_flops())
+    prefix = type(model).__name__ + "."
+    per_module = {k[len(prefix):]: int(sum(v.values())) for k, v in counter.get_flop_counts().items()
+                  if k.startswith(prefix)}
+    return int(counter.get_total_flops()), per_module
+
+
+def count_flops(model: torch.nn.Module, image_hw: tuple[int, int], batch: int = 1) -> dict[str, int]:
+    """FLOPs of one inference forward, total and per top-level part (backbone, neck, head; RPN and ROI heads
+    of detectors)."""
+    total, per_module = _module_flops(model, image_hw, batch)
     parts = {}
     for part in ("backbone", "neck", "head", "proposal_generator", "roi_heads"):
-        key = next((k for k in per_module if k.split(".")[-1] == part), None)
-        if key or part in ("backbone", "neck", "head"):
-            parts[part] = int(sum(per_module[key].values())) if key else 0
+        if part in per_module or part in ("backbone", "neck", "head"):
+            parts[part] = per_module.get(part, 0)
     return {"total": total, **parts}
+
+
+def count_part_flops(model: torch.nn.Module, image_hw: tuple[int, int],
+                     parts: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """FLOPs of one inference forward per labelled part (:func:`fapn_core.models.parts.model_parts`), the
+    ``total``, and ``rest``: what no part's module runs (box decoding, NMS, post-processing, kernel fusion …)."""
+    total, per_module = _module_flops(model, image_hw)
+    out = {label: sum(per_module.get(p, 0) for p in paths) for label, paths in parts.items()}
+    out["rest"] = total - sum(out.values())
+    out["total"] = total
+    return out
 
 
 # ------------------------------------------------------------------------------------------ timing utils
@@ -255,11 +274,14 @@ def set_trained_like_offsets(model: torch.nn.Module, x: torch.Tensor,
 
 def bench_models(names: Sequence[str], sizes: Sequence[str], *, num_classes: int = 19, repeats: int = 3,
                  device: str = "cpu", amp: bool = False, channels_last: bool = False, trained_offsets: bool = True,
-                 progress: Callable[[str], None] | None = None, **overrides: Any) -> list[ModelRow]:
+                 progress: Callable[[str], None] | None = None,
+                 prepare: Callable[[torch.nn.Module, tuple[int, int]], Any] | None = None,
+                 **overrides: Any) -> list[ModelRow]:
     """Inference latency (median), peak memory, params and FLOPs of each model at each input size.
 
     ``trained_offsets``: give FaPN models offsets as large as trained ones (:func:`set_trained_like_offsets`)
-    instead of the all-zero offsets of the official initialisation.
+    instead of the all-zero offsets of the official initialisation. ``prepare(model, (H, W))`` runs once per
+    model and size before timing (e.g. :func:`fapn_core.bench_stages.fix_proposals`).
     """
     dev = torch.device(device)
     rows = []
@@ -272,9 +294,12 @@ def bench_models(names: Sequence[str], sizes: Sequence[str], *, num_classes: int
         from .data.synthetic import make_sample
 
         x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
-        if trained_offsets:
-            for m in models.values():
+        handles = []
+        for m in models.values():
+            if trained_offsets:
                 set_trained_like_offsets(m, x)
+            if prepare is not None:
+                handles.append(prepare(m, hw))
 
         def runner(m: torch.nn.Module) -> Callable[[], Any]:
             def run():
@@ -299,6 +324,9 @@ def bench_models(names: Sequence[str], sizes: Sequence[str], *, num_classes: int
                 peak = _peak_rss_mb()
             flops = count_flops(m, hw)["total"]
             rows.append(ModelRow(n, size, count_parameters(m) / 1e6, flops / 1e9, lat[n] * 1000, peak))
+        for h in handles:
+            if hasattr(h, "remove"):
+                h.remove()
     return rows
 
 
@@ -325,153 +353,6 @@ def bench_train_step(names: Sequence[str], *, batch: int = 8, crop: tuple[int, i
 
 
 # ------------------------------------------------------------------------------------------------ report
-RCNN_STAGES = ("backbone", "neck", "rpn", "box head", "mask head", "semantic head", "postprocess + paste")
-MASKFORMER_STAGES = ("backbone", "pixel decoder", "transformer", "semantic inference + rest")
-
-
-def module_times(model: torch.nn.Module, x: torch.Tensor, timed: dict[str, torch.nn.Module | Sequence[torch.nn.Module]],
-                 repeats: int = 3) -> dict[str, float]:
-    """Median milliseconds of each named module (or modules, summed) per inference of ``model(x)``, from forward
-    hooks, and of the whole forward (``total``); one warm-up run first."""
-    dev = x.device
-    starts: dict[int, float] = {}
-    samples: dict[str, list[float]] = {k: [] for k in [*timed, "total"]}
-    current: dict[str, float] = {}
-
-    def pre(mod, inputs):
-        _sync(dev)
-        starts[id(mod)] = time.perf_counter()
-
-    def post(name):
-        def hook(mod, inputs, out):
-            _sync(dev)
-            current[name] = current.get(name, 0.0) + time.perf_counter() - starts[id(mod)]
-        return hook
-
-    mods = {n: ([m] if isinstance(m, torch.nn.Module) else list(m)) for n, m in timed.items()}
-    handles = [h for n, ms in mods.items() for m in ms
-               for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post(n)))]
-    try:
-        with torch.inference_mode():
-            model(x)  # warm-up
-            for _ in range(repeats):
-                current.clear()
-                _sync(dev)
-                t = time.perf_counter()
-                model(x)
-                _sync(dev)
-                samples["total"].append(time.perf_counter() - t)
-                for n in timed:
-                    samples[n].append(current.get(n, 0.0))
-    finally:
-        for h in handles:
-            h.remove()
-    return {k: statistics.median(v) * 1000 if v else 0.0 for k, v in samples.items()}
-
-
-def detector_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
-    """Median milliseconds per stage of one detector inference, from forward hooks on its modules.
-
-    ``box head`` = ROI heads minus the mask branch (box pooler, fc head, predictor, score filter and class NMS);
-    ``postprocess + paste`` = the whole forward minus every timed module (box scaling, mask paste, panoptic combine).
-    """
-    timed = {"backbone": model.backbone, "neck": model.neck, "rpn": model.proposal_generator,
-             "roi": model.roi_heads}
-    if getattr(model.roi_heads, "mask_on", False):  # PointRend's mask head pools and samples points itself
-        pooler = getattr(model.roi_heads, "mask_pooler", None)
-        timed.update(mask=model.roi_heads.mask_head, **({"mask_pool": pooler} if pooler is not None else {}))
-    if hasattr(model, "head"):
-        timed["semantic head"] = model.head
-    med = module_times(model, x, timed, repeats)
-    mask = med.get("mask_pool", 0.0) + med.get("mask", 0.0)
-    out = {"backbone": med["backbone"], "neck": med["neck"], "rpn": med["rpn"], "box head": med["roi"] - mask,
-           "mask head": mask, "semantic head": med.get("semantic head", 0.0)}
-    out["postprocess + paste"] = med["total"] - sum(out.values())
-    out["total"] = med["total"]
-    return out
-
-
-def maskformer_stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
-    """Median milliseconds per stage of one MaskFormer inference: backbone, pixel decoder (levels and the mask
-    features), transformer predictor (decoder, class and mask embeddings), and the rest (normalisation, padding,
-    semantic inference: mask upsampling, softmax × sigmoid, crop)."""
-    med = module_times(model, x, {"backbone": model.backbone, "pixel decoder": [model.neck, model.neck.mask_features],
-                                  "transformer": model.head}, repeats)
-    out = {k: med[k] for k in ("backbone", "pixel decoder", "transformer")}
-    out["semantic inference + rest"] = med["total"] - sum(out.values())
-    out["total"] = med["total"]
-    return out
-
-
-def bench_maskformer(names: Sequence[str], size: str = "640x640", *, repeats: int = 3, device: str = "cpu",
-                     trained_offsets: bool = True, progress: Callable[[str], None] | None = None,
-                     ) -> tuple[list[ModelRow], dict[str, dict[str, float]]]:
-    """MaskFormer models at one input size (random weights, each release's class count): the
-    :func:`bench_models` row (latency, FLOPs incl. DCN and attention, peak memory) and
-    :func:`maskformer_stage_times`, measured round-robin so machine load affects every model alike."""
-    from .data.synthetic import make_sample
-    from .models.zoo import get_model_config
-
-    rows = [r for n in names for r in bench_models([n], [size], repeats=repeats, device=device,
-                                                    trained_offsets=trained_offsets, progress=progress,
-                                                    num_classes=get_model_config(n).num_classes)]
-    hw = SIZES[size] if size in SIZES else tuple(int(v) for v in size.split("x"))
-    dev = torch.device(device)
-    x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
-    models = {n: build_model(n).to(dev).eval() for n in names}
-    if trained_offsets:
-        for m in models.values():
-            set_trained_like_offsets(m, x)
-    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for r in range(repeats):
-        if progress:
-            progress(f"stages, round {r + 1}/{repeats}")
-        for n, m in models.items():
-            runs[n].append(maskformer_stage_times(m, x, 1))
-    return rows, {n: {k: statistics.median(d[k] for d in v) for k in v[0]} for n, v in runs.items()}
-
-
-def bench_rcnn(names: Sequence[str], size: str = "800x1333", *, repeats: int = 3, device: str = "cpu",
-               trained_offsets: bool = True, progress: Callable[[str], None] | None = None,
-               ) -> tuple[list[ModelRow], dict[str, dict[str, float]]]:
-    """Detectors at one input size: the :func:`bench_models` row (latency, FLOPs incl. DCN and heads, peak
-    memory) and the per-stage times of :func:`detector_stage_times`, on a synthetic street scene, each model
-    with 1000 proposals and 100 detections."""
-    from .data.synthetic import make_sample
-
-    # random weights give each model its own (arbitrary) number of proposals and detections. RPN NMS at 1.0 keeps
-    # every candidate, so both pass the full 1000 proposals to the box head, and a score threshold of 0 gives the
-    # full 100 detections to the mask head and paste: the same, trained-model worst-case work for FPN and FaPN
-    fixed = dict(score_thresh_test=0.0, rpn_nms_thresh=1.0)
-    rows = bench_models(names, [size], repeats=repeats, device=device, trained_offsets=trained_offsets,
-                        progress=progress, num_classes=80, **fixed)
-    hw = SIZES[size] if size in SIZES else tuple(int(v) for v in size.split("x"))
-    dev = torch.device(device)
-    x = torch.from_numpy(make_sample(0, seed=2, size=hw).image).permute(2, 0, 1)[None].float().to(dev)
-    models = {n: build_model(n, **fixed).to(dev).eval() for n in names}
-    if trained_offsets:
-        for m in models.values():
-            set_trained_like_offsets(m, x)
-    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for r in range(repeats):  # round-robin, one timed run each, so machine load affects every model alike
-        if progress:
-            progress(f"stages, round {r + 1}/{repeats}")
-        for n, m in models.items():
-            runs[n].append(detector_stage_times(m, x, 1))
-    stages = {n: {k: statistics.median(d[k] for d in v) for k in v[0]} for n, v in runs.items()}
-    return rows, stages
-
-
-def format_stage_table(stages: dict[str, dict[str, float]]) -> str:
-    names = list(stages)
-    lines = ["| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for st in dict.fromkeys((*RCNN_STAGES, *MASKFORMER_STAGES, "total")):
-        if all(stages[n].get(st, 0.0) == 0.0 for n in names):  # stages the family does not have
-            continue
-        lines.append(f"| {st} | " + " | ".join(f"{stages[n][st]:.0f}" for n in names) + " |")
-    return "\n".join(lines)
-
-
 def format_dcn_table(rows: Sequence[DCNRow]) -> str:
     """Forward speed-up is torchvision over the best inference path (compiled where built); f+b uses ``fast``."""
     head = ("| shape | torchvision fwd ms | fast fwd ms | compiled fwd ms | dense 3×3 fwd ms | fwd speed-up "

@@ -92,7 +92,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, crop=args.crop, scale=args.scale, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, seed=args.seed, workers=args.workers, threads=args.threads, device=args.device,
         amp=not args.no_amp, eval_every=args.eval_every, val_images=args.val_images, ckpt_every=args.ckpt_every,
-        half=not args.fp32, model_overrides=_overrides(args.set),
+        half=not args.fp32, model_overrides=_overrides(args.set), init=args.init,
+        train_only=tuple(p for item in args.train_only for p in item.split(",") if p),
     )
     path = train(cfg)
     if path.exists():
@@ -156,14 +157,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_family(title: str, rows, stages) -> None:
+    """One family's bench tables: models, FaPN/FPN ratios, time per stage."""
+    from . import bench, bench_stages
+
+    print(f"## {title}\n")
+    print(bench.format_model_table(rows), "\n")
+    print(bench.ratio_table(rows), "\n")
+    print("Time per stage (ms, median):\n")
+    print(bench_stages.format_stage_table(stages), "\n")
+
+
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     import platform
 
     import torch
 
-    from . import bench
+    from . import bench, bench_stages
     from .models import dcn_ext
+    from .models.zoo import build_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,23 +205,51 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.format_model_table(rows), "\n")
         print(bench.ratio_table(rows), "\n")
     if "rcnn" in args.what:
-        names = args.rcnn_models
-        rows, stages = bench.bench_rcnn(names, args.rcnn_size, repeats=args.repeats, device=device,
-                                        trained_offsets=not args.zero_offsets, progress=say)
-        print(f"## R-CNN family (inference, batch 1, {args.rcnn_size}, 80 COCO classes, random weights)\n")
-        print(bench.format_model_table(rows), "\n")
-        print(bench.ratio_table(rows), "\n")
-        print("Time per stage (ms, median):\n")
-        print(bench.format_stage_table(stages), "\n")
+        rows, stages = bench_stages.bench_rcnn(args.rcnn_models, args.rcnn_size, repeats=args.repeats, device=device,
+                                               trained_offsets=not args.zero_offsets, progress=say)
+        _print_family(f"R-CNN family (inference, batch 1, {args.rcnn_size}, 80 COCO classes, random weights, 1000 "
+                      "fixed COCO-like proposals, 100 detections)", rows, stages)
+        for n, st in stages.items():
+            if st.get("paste"):
+                print(f"- {n}: the mask paste is {100 * st['paste'] / st['total']:.1f} % of the total")
+        print()
+        say("end to end vs the sum of the stages")
+        models = {}
+        image = bench_stages.scene_image(bench_stages.parse_size(args.rcnn_size))
+        for n in args.rcnn_models:
+            m = build_model(n, **bench_stages.RCNN_FIXED).eval()
+            if not args.zero_offsets:
+                bench.set_trained_like_offsets(m, bench_stages.scene(image))
+            bench_stages.fix_proposals(m, image.shape[:2])
+            models[n] = m
+        e2e = bench_stages.rcnn_end_to_end(models, image, repeats=args.repeats)
+        print("`predict(image)` end to end vs its stages run one after another (ms, median):\n")
+        print(bench_stages.format_end_to_end_table(e2e), "\n")
     if "maskformer" in args.what:
-        rows, stages = bench.bench_maskformer(args.maskformer_models, args.maskformer_size, repeats=args.repeats,
-                                              device=device, trained_offsets=not args.zero_offsets, progress=say)
-        print(f"## MaskFormer (inference, batch 1, {args.maskformer_size}, the releases' class counts, random "
-              "weights)\n")
-        print(bench.format_model_table(rows), "\n")
-        print(bench.ratio_table(rows), "\n")
-        print("Time per stage (ms, median):\n")
-        print(bench.format_stage_table(stages), "\n")
+        rows, stages = bench_stages.bench_maskformer(args.maskformer_models, args.maskformer_size,
+                                                     repeats=args.repeats, device=device,
+                                                     trained_offsets=not args.zero_offsets, progress=say)
+        _print_family(f"MaskFormer (inference, batch 1, {args.maskformer_size}, the releases' class counts, random "
+                      "weights)", rows, stages)
+    if "panopticfcn" in args.what:
+        rows, stages = bench_stages.bench_panopticfcn(args.panopticfcn_models, args.rcnn_size, repeats=args.repeats,
+                                                      device=device, trained_offsets=not args.zero_offsets,
+                                                      progress=say)
+        _print_family(f"PanopticFCN (inference, batch 1, {args.rcnn_size}, 80 thing / 53 stuff classes, random "
+                      "weights, thresholds 0: every level keeps its full top-k)", rows, stages)
+    if "subdivision" in args.what:
+        image = bench_stages.scene_image(bench_stages.parse_size(args.rcnn_size))
+        times = {}
+        for n in args.pointrend_models:
+            say(f"subdivision, {n}")
+            m = build_model(n, num_classes=80).eval()
+            x = bench_stages.scene(image)
+            if not args.zero_offsets:
+                bench.set_trained_like_offsets(m, x)
+            times[n] = bench_stages.subdivision_times(m, x, repeats=args.repeats)
+        print(f"## PointRend instance: mask head per detection count ({args.rcnn_size}, 80 classes, fixed COCO-like "
+              "boxes; ms, median)\n")
+        print(bench_stages.format_subdivision_table(times), "\n")
     if "train" in args.what:
         t = bench.bench_train_step(["fpn_r18_semfpn", "fapn_r18_semfpn"], repeats=args.repeats, device=device)
         print("## Training step (R18 Semantic FPN, batch 8, 256×256 crops, AdamW)\n")
@@ -269,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
     t.add_argument("--fp32", action="store_true", help="store the final checkpoint in float32 (default float16)")
+    t.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from the weights of this checkpoint (bundled name or file) wherever key and shape fit, "
+                        "e.g. a Panoptic FPN's backbone and neck for a PanopticFCN; the rest starts as initialised")
+    t.add_argument("--train-only", action="append", default=[], metavar="PREFIX[,PREFIX]",
+                   help="train only the modules under these paths (e.g. roi_heads.mask_head); the rest is frozen "
+                        "and kept in eval mode (repeatable)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model config override, e.g. --set neck_channels=96 (repeatable)")
     ms = sub.add_parser("make-synthetic", help="write the synthetic street benchmark as a folder dataset")
@@ -304,11 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "single-scale row")
     b = sub.add_parser("bench", help="DCN, whole-model and training-step benchmarks (printed as tables)")
     b.add_argument("what", nargs="*", default=["dcn", "models", "train"], choices=["dcn", "models", "train", "rcnn",
-                                                                                   "maskformer"])
+                                                                                   "maskformer", "panopticfcn",
+                                                                                   "subdivision"])
     b.add_argument("--rcnn-models", nargs="+", default=["fpn_r50_maskrcnn", "fapn_r50_maskrcnn"])
     b.add_argument("--rcnn-size", default="800x1333")
     b.add_argument("--maskformer-models", nargs="+", default=["fpn_swinl_maskformer", "fapn_swinl_maskformer"])
     b.add_argument("--maskformer-size", default="640x640")
+    b.add_argument("--panopticfcn-models", nargs="+", default=["fpn_r50_panopticfcn", "fapn_r50_panopticfcn"])
+    b.add_argument("--pointrend-models", nargs="+", default=["fpn_r50_pointrend_rcnn", "fapn_r50_pointrend_rcnn"],
+                   help="models of the 'subdivision' table (PointRend's mask head per detection count)")
     b.add_argument("--device", default="auto")
     b.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
     b.add_argument("--channels", nargs="+", type=int, default=[128, 256])

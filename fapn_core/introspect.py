@@ -9,6 +9,7 @@ Offset layout (official DCNv2, see :mod:`fapn_core.models.deform`): raw channel 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from .models.deform import ModulatedDeformConv
 from .models.maskformer.inference import scores_to_probabilities
 from .models.maskformer.pixel_decoder import MaskFormerFeatureAlign, PixelDecoder
 from .models.necks import AlignedFPN, FeatureAlign, FeatureSelection
+from .models.panopticfcn.captures import PanopticFCNMaps
 from .models.rcnn.detector import DetectionResult
 
-CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features", "queries")
+CAPTURABLE = ("offsets", "attention", "fsm_inputs", "features", "fam_features", "queries", "positions")
 
 
 @dataclass
@@ -126,7 +128,8 @@ class QueryCapture:
 
 @dataclass
 class Captures:
-    """Everything captured for one image."""
+    """Everything captured for one image. ``positions``: a PanopticFCN's centre heatmaps, kept peaks, region maps
+    and kernel-fusion decisions (the ``positions`` capture; ``None`` for other models)."""
 
     fam: dict[str, FAMCapture] = field(default_factory=dict)
     fsm: dict[str, FSMCapture] = field(default_factory=dict)
@@ -135,6 +138,7 @@ class Captures:
     has_fsm: bool = False
     neck: str = ""
     queries: QueryCapture | None = None
+    positions: PanopticFCNMaps | None = None
 
     def explain_missing(self) -> str | None:
         """Why a view has nothing to show, in words (``None`` when the model has both modules)."""
@@ -147,7 +151,8 @@ class Captures:
 
 def neck_modules(model: nn.Module) -> tuple[dict[str, FeatureAlign | MaskFormerFeatureAlign],
                                              dict[str, FeatureSelection]]:
-    """FAM and FSM modules of a model's neck (or MaskFormer pixel decoder: ``align_N`` is level ``p{N+1}``)."""
+    """FAM and FSM (or SE) modules of a model's neck (or MaskFormer pixel decoder: ``align_N`` and an FSM/SE
+    ``adapter_N`` are level ``p{N+1}``)."""
     neck = getattr(model, "neck", model)
     fams: dict[str, FeatureAlign | MaskFormerFeatureAlign] = {}
     fsms: dict[str, FeatureSelection] = {}
@@ -156,6 +161,9 @@ def neck_modules(model: nn.Module) -> tuple[dict[str, FeatureAlign | MaskFormerF
             mod = getattr(neck, f"align_{n}", None)
             if isinstance(mod, MaskFormerFeatureAlign):
                 fams[f"p{n + 1}"] = mod
+            adapter = getattr(neck, f"adapter_{n}", None)
+            if isinstance(adapter, FeatureSelection):
+                fsms[f"p{n + 1}"] = adapter
     if isinstance(neck, AlignedFPN):
         for lvl in neck.levels[:-1]:
             mod = getattr(neck, f"align{lvl}")
@@ -319,11 +327,18 @@ def predict_with_captures(
     model: nn.Module, image: np.ndarray, what: Iterable[str] = ("offsets", "attention", "fam_features"),
     *, amp: bool = False,
 ) -> Prediction:
-    """Run ``model`` on one RGB uint8 image (H, W, 3) with capture hooks; timings exclude the copy back."""
+    """Run ``model`` on one RGB uint8 image (H, W, 3) with capture hooks; timings exclude the copy back.
+
+    ``positions`` (a model with ``capture_maps()``, i.e. PanopticFCN) fills ``captures.positions`` with the image's
+    :class:`~fapn_core.models.panopticfcn.captures.PanopticFCNMaps`; the latency then includes copying them.
+    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be H×W×3 uint8 RGB; got {image.shape} {image.dtype}")
+    what = tuple(what)
     device = model.pixel_mean.device
-    with CaptureHooks(model, what) as hooks:
+    capture_maps = getattr(model, "capture_maps", None) if "positions" in what else None
+    with CaptureHooks(model, what) as hooks, \
+            (capture_maps() if capture_maps is not None else contextlib.nullcontext([])) as maps:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -332,6 +347,7 @@ def predict_with_captures(
             torch.cuda.synchronize(device)
         latency = (time.perf_counter() - t0) * 1000
     caps = hooks.captures(image.shape[:2])[0]
+    caps.positions = maps[0] if maps else None
     detections = None
     if isinstance(out, DetectionResult):
         detections, logits = out.to("cpu"), out.sem_seg

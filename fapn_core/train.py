@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,10 +53,12 @@ class TrainConfig:
     ckpt_every: int = 100
     half: bool = True  # store the final native checkpoint in float16
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None  # a checkpoint (bundled name or native path) whose matching weights start the model
+    train_only: tuple[str, ...] = ()  # module path prefixes that train; the rest is frozen (and kept in eval mode)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["crop"], d["scale"] = list(self.crop), list(self.scale)
+        d["crop"], d["scale"], d["train_only"] = list(self.crop), list(self.scale), list(self.train_only)
         return d
 
 
@@ -256,7 +259,8 @@ def evaluate_miou(model: torch.nn.Module, dataset: Dataset, num_classes: int, li
         gt = torch.as_tensor(np.asarray(item["label"]).astype(np.int64))
         keep = gt != ignore_index
         cm += torch.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes ** 2).view(num_classes, -1)
-    model.train(was_training)
+    if was_training:
+        train_mode(model)
     tp = cm.diag().double()
     union = cm.sum(0).double() + cm.sum(1).double() - tp
     iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
@@ -296,14 +300,86 @@ def _build(cfg: TrainConfig, train_set: Any, ignore_index: int, device: torch.de
             overrides["sem_seg_num_classes"] = 1 + len(classes.stuff)
     model_classes = len(classes.things) if classes is not None else int(train_set.num_classes)
     model = build_model(cfg.model, num_classes=model_classes, ignore_index=ignore_index, **overrides).to(device)
+    if cfg.init:
+        got = initialise_from(model, cfg.init)
+        new = sorted({".".join(k.split(".")[:2]) for k in got["kept"]})
+        print(f"--init {cfg.init}: {len(got['loaded'])} weights loaded, {len(got['kept'])} start as initialised"
+              + (f" ({', '.join(new)})" if new else "") + f", {len(got['skipped'])} of the checkpoint unused",
+              file=sys.stderr)
+    if cfg.train_only:
+        n = freeze_except(model, cfg.train_only)
+        print(f"--train-only {', '.join(cfg.train_only)}: {n:,} of {count_parameters(model):,} parameters train",
+              file=sys.stderr)
     return model, model_cfg.task, classes
 
 
+# what a backbone's weights mean beyond their shapes: its input normalisation and where it strides
+INIT_MUST_MATCH = ("pixel_mean", "pixel_std", "input_format", "backbone", "depth", "stride_in_1x1", "backbone_norm")
+
+
+def initialise_from(model: torch.nn.Module, spec: str) -> dict[str, list[str]]:
+    """Copy every weight of the checkpoint ``spec`` (a bundled name or a native/official file) whose key and shape
+    the model has; ``{"loaded": keys, "kept": model keys left as initialised, "skipped": checkpoint keys unused}``.
+    The whole backbone must fit, trained on the same input (normalisation, channel order) with the same strides;
+    otherwise :class:`~fapn_core.checkpoints.CheckpointError` says what differs."""
+    from .checkpoints import CheckpointError, resolve_model
+
+    source, _ = resolve_model(spec)
+    theirs = source.state_dict()
+    mine = model.state_dict()
+    fits = {k: v for k, v in theirs.items() if k in mine and tuple(v.shape) == tuple(mine[k].shape)}
+    misfit = [k for k in mine if k.startswith("backbone.") and k not in fits]
+    if misfit:
+        raise CheckpointError(f"--init {spec}: its backbone does not fit {model.config.name}'s ({len(misfit)} of "
+                              f"its weights missing or of another shape, e.g. {misfit[0]}): another architecture, or "
+                              "other widths (pass the --set overrides it was trained with)")
+    # equal shapes are not enough where the input or the backbone's strides differ: those must be the same
+    if getattr(source, "config", None) is not None:
+        differ = [f for f in INIT_MUST_MATCH
+                  if getattr(source.config, f, None) != getattr(model.config, f, None)]
+        if differ:
+            raise CheckpointError(f"--init {spec}: its backbone was trained with other " + ", ".join(
+                f"{f} ({getattr(source.config, f)!r} there, {getattr(model.config, f)!r} here)" for f in differ)
+                + "; pass them with --set")
+    with torch.no_grad():
+        for k, v in fits.items():
+            mine[k].copy_(v.to(mine[k].dtype))
+    return {"loaded": sorted(fits), "kept": sorted(set(mine) - set(fits)), "skipped": sorted(set(theirs) - set(fits))}
+
+
+def freeze_except(model: torch.nn.Module, prefixes: Sequence[str]) -> int:
+    """Train only the parameters under the module paths ``prefixes``; returns how many train. Frozen modules stay
+    in eval mode during training (:func:`train_mode`), so their batch-norm statistics do not move either."""
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n == p or n.startswith(p.rstrip(".") + ".") for n in names)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ValueError(f"--train-only {', '.join(unknown)}: no parameter of {model.config.name} is under it "
+                         f"(its modules: {', '.join(tops)})")
+    trainable = 0
+    for n, p in model.named_parameters():
+        p.requires_grad_(any(n == q or n.startswith(q.rstrip(".") + ".") for q in prefixes))
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable
+
+
+def train_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.train()``, except submodules without a trainable parameter (frozen by :func:`freeze_except`), which
+    stay in eval mode."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters())
+        if params and not any(p.requires_grad for p in params):
+            m.eval()
+    return model
+
+
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weights only (not on norms and biases)."""
+    """AdamW with weight decay on weights only (not on norms and biases), over the trainable parameters."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
@@ -418,7 +494,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             "step": step, "elapsed": elapsed, "config": cfg.to_dict(), "history": json.dumps(history),
         }, state_path)
 
-    model.train()
+    train_mode(model)
     step = start
     t_last = time.perf_counter()
     for images, targets in loader:

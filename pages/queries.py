@@ -17,14 +17,10 @@ st.caption("MaskFormer classifies masks: each of its queries predicts a class di
            "query segments end.")
 if guards.require_ready(ctx):
     guards.status_line(ctx)
-    name_a, name_b = ui.names(ctx)
-    preds = {"A": (ctx.a, name_a, ctx.prediction("a")), "B": (ctx.b, name_b, ctx.prediction("b"))}
-    with_queries = {k: v for k, v in preds.items() if v[2].captures.queries is not None}
-    for k, (handle, name, _) in preds.items():
-        if k not in with_queries:
-            st.info(f"{k} · {name} is a {handle.task} model without mask queries (this view needs a MaskFormer).")
-    if not with_queries:
-        st.stop()
+    with_queries = guards.models_with(
+        ctx, lambda pred: pred.captures.queries is not None,
+        lambda k, handle, name, _: f"{k} · {name} is {ui.a_task(handle.task)} ({handle.kind}) without mask queries "
+                                   "(this view needs a MaskFormer).")
     top_k = st.slider("Queries shown per model", 2, 12, 6, key="q_topk")
     cols = st.columns(len(with_queries))
     for col, (k, (handle, name, pred)) in zip(cols, with_queries.items()):
@@ -51,7 +47,8 @@ if guards.require_ready(ctx):
     if len(with_queries) == 2:
         st.subheader("Where A's and B's query segments end differently")
         cmp_ = cache.query_borders_cached(ctx.a.key, ctx.b.key, ctx.image_key, ctx.amp,
-                                          preds["A"][2].captures.queries, preds["B"][2].captures.queries, ctx.image)
+                                          with_queries["A"][2].captures.queries, with_queries["B"][2].captures.queries,
+                                          ctx.image)
         st.image(cmp_.view, width="stretch",
                  caption="borders between queries at the masks' resolution (stride 4): blue only A, orange only B, "
                          "white both (within one cell)")

@@ -111,3 +111,15 @@ def r18_detectors(tmp_path_factory) -> dict[str, Path]:
             det, det_card = detector_from_panoptic(model, card, head)
             paths[f"{neck}_{head}"] = save_native(det, out / f"{neck}_r18_{head}.safetensors", det_card, half=True)
     return paths
+
+
+@pytest.fixture
+def one_thread():
+    """Many tiny backward kernels (training smoke tests): one thread is several times faster than two when another
+    process shares the 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -58,10 +58,7 @@ def _sample(name: str = "synthetic_00"):
     return image, label, inst
 
 
-def _upload_model(at, slot: str, path: Path):
-    at.radio(key=f"src_{slot}").set_value("Upload checkpoint").run()
-    at.file_uploader(key=f"upload_{slot}").upload(path.name, path.read_bytes()).run()
-    return at
+_upload_model = apptest_helpers.upload_checkpoint
 
 
 def _png(arr: np.ndarray) -> bytes:

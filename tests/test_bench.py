@@ -104,7 +104,8 @@ def test_build_ext_command_reports_a_failed_build_and_exits_nonzero(monkeypatch,
 def test_maskformer_bench_rows_stages_and_attention_flops():
     """``fapn bench maskformer`` on the light pair: stage times add up, FLOPs count the transformer (attention
     included: more queries → more head FLOPs) and FaPN's pixel decoder costs more than the plain one."""
-    from fapn_core.bench import bench_maskformer, count_flops
+    from fapn_core.bench import count_flops
+    from fapn_core.bench_stages import bench_maskformer
 
     rows, stages = bench_maskformer(["fpn_r18_maskformer", "fapn_r18_maskformer"], "64x96", repeats=1)
     assert [r.model for r in rows] == ["fpn_r18_maskformer", "fapn_r18_maskformer"]
@@ -115,3 +116,80 @@ def test_maskformer_bench_rows_stages_and_attention_flops():
     few = count_flops(build_model("fpn_r18_maskformer", num_queries=10).eval(), (64, 96))
     many = count_flops(build_model("fpn_r18_maskformer", num_queries=100).eval(), (64, 96))
     assert many["head"] > few["head"] > 0 and many["backbone"] == few["backbone"]
+
+
+# ------------------------------------------------------------------------------------ per-stage timing
+def test_stage_times_wrap_functions_and_restore_them():
+    """A stage given as (owner, attribute) is timed through a wrapper that is gone afterwards; stages of one run
+    never exceed its total; a method wrapped on an instance falls back to the class's afterwards."""
+    import time as time_module
+    import types
+
+    from fapn_core.bench_stages import stage_times
+
+    ns = types.SimpleNamespace(work=lambda: time_module.sleep(0.02))
+    net = torch.nn.Linear(3, 3)
+    original = ns.work
+
+    def run():
+        ns.work()
+        net(torch.zeros(1, 3))
+        net.extra_repr()
+
+    med = stage_times(run, {"work": (ns, "work"), "linear": net, "repr": (net, "extra_repr")}, repeats=2)
+    assert ns.work is original and "extra_repr" not in vars(net)
+    assert 15 < med["work"] < med["total"] and med["linear"] > 0 and med["repr"] >= 0
+    assert med["work"] + med["linear"] + med["repr"] <= med["total"] + 1e-6
+
+
+def test_fixed_proposals_give_the_detector_a_trained_models_work():
+    """With fixed COCO-like proposals and a score threshold of 0 a random-weight Mask R-CNN returns its full 100
+    detections with non-empty masks (without them nearly every box is degenerate and nothing is pasted)."""
+    from fapn_core.bench_stages import RCNN_FIXED, detector_stage_times, fix_proposals, random_boxes, scene, scene_image
+
+    boxes = random_boxes(500, (96, 128), seed=3)
+    sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all()
+    assert sides.min() >= 16 - 1e-4 and sides[:, 0].max() <= 127
+    model = build_model("fpn_r18_maskrcnn", **RCNN_FIXED).eval()
+    image = scene_image((96, 128))
+    handle = fix_proposals(model, image.shape[:2], n=200)
+    res = model.predict(image)
+    assert len(res) == 100 and int(res.masks.flatten(1).any(1).sum()) > 50
+    st = detector_stage_times(model, scene(image), repeats=1)
+    parts = sum(st[k] for k in ("backbone", "neck", "rpn", "box head", "mask head", "semantic head",
+                                "postprocess + paste"))
+    assert abs(parts - st["total"]) < 1e-6 and 0 < st["paste"] <= st["postprocess + paste"]
+    handle.remove()
+
+
+def test_rcnn_end_to_end_rows_and_table():
+    from fapn_core.bench_stages import RCNN_FIXED, fix_proposals, format_end_to_end_table, rcnn_end_to_end, scene_image
+
+    model = build_model("fpn_r18_maskrcnn", **RCNN_FIXED).eval()
+    image = scene_image((64, 96))
+    fix_proposals(model, image.shape[:2], n=50)
+    rows = rcnn_end_to_end({"m": model}, image, repeats=1)
+    r = rows["m"]
+    stages = ("preprocess", "backbone", "neck", "rpn", "roi heads", "postprocess + paste")
+    assert all(r[k] > 0 for k in stages) and abs(r["sum of stages"] - sum(r[k] for k in stages)) < 1e-6
+    assert abs(r["overhead %"] - 100 * (r["end to end"] / r["sum of stages"] - 1)) < 1e-9
+    assert "| end to end ÷ sum of stages − 1 |" in format_end_to_end_table(rows)
+
+
+def test_panopticfcn_stages_add_up_and_fusion_is_timed():
+    from fapn_core.bench_stages import PANOPTICFCN_STAGES, panopticfcn_stage_times, scene, scene_image
+
+    model = build_model("fapn_r18_panopticfcn", center_thresh=0.0, stuff_thresh=0.0).eval()
+    st = panopticfcn_stage_times(model, scene(scene_image((96, 128))), repeats=1)
+    assert abs(sum(st[k] for k in PANOPTICFCN_STAGES) - st["total"]) < 1e-6
+    assert all(st[k] > 0 for k in PANOPTICFCN_STAGES[:5])  # thresholds 0: candidates exist, fusion runs
+
+
+def test_subdivision_times_per_detection_count():
+    from fapn_core.bench_stages import format_subdivision_table, scene, scene_image, subdivision_times
+
+    model = build_model("fpn_r18_pointrend_rcnn", num_classes=5).eval()
+    t = subdivision_times(model, scene(scene_image((64, 96))), counts=(2, 4), repeats=1)
+    assert list(t) == [2, 4] and all(v["subdivision steps"] > 0 and v["paste"] > 0 for v in t.values())
+    assert "| m | 4 |" in format_subdivision_table({"m": t})

@@ -20,8 +20,8 @@ from fapn_core.checkpoints import bundled_models
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["Compare", "Offsets (FAM)", "Channels (FSM)", "Boundaries", "Small objects", "Attribution", "Dataset",
-         "Models & speed", "About"]
+PAGES = ["Compare", "Offsets (FAM)", "Channels (FSM)", "Boundaries", "Small objects", "Queries (MaskFormer)",
+         "Positions (PanopticFCN)", "Points (PointRend)", "Attribution", "Dataset", "Models & speed", "About"]
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (.ci/run installs it)"),
@@ -124,7 +124,7 @@ def test_upload_and_visit_every_page(server):
 
 DETECTOR_PAGES = {"Compare": "Where A and B disagree (objects)", "Small objects": "Objects found and lost",
                   "Boundaries": "Object masks at their boundaries", "Dataset": "Dataset evaluation",
-                  "Models & speed": "ROI heads", "Offsets (FAM)": "Does the FAM align?"}
+                  "Models & speed": "The RPN and box head work", "Offsets (FAM)": "Does the FAM align?"}
 
 
 def _select_first_row(page, heading: str) -> None:
@@ -231,4 +231,62 @@ def test_detection_checkpoints_and_instance_ground_truth_through_the_file_inputs
             if title == "Compare":
                 assert page.get_by_text(re.compile(r"^[AB] · .*: \d+ drawn — ")).count() >= 2
                 page.screenshot(path=str(ARTIFACTS / "det_photo_compare.png"), full_page=True)
+        browser.close()
+
+
+# each new family's own view, and what it shows for that family (issue #29)
+FAMILY_VIEWS = {"Positions (PanopticFCN)": "peaks kept by A", "Points (PointRend)": "The chosen objects",
+                "Queries (MaskFormer)": "which query owns each pixel"}
+
+
+def _visit_every_page(page, prefix: str, expect: dict[str, str]) -> None:
+    for title in PAGES:
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+        _settle(page)
+        page.wait_for_timeout(800)
+        assert page.locator('[data-testid="stException"]').count() == 0, f"{prefix}: exception on {title}"
+        assert page.locator("h1").first.inner_text().strip(), f"{prefix}: no title on {title}"
+        if title in expect:
+            assert page.get_by_text(expect[title]).count() >= 1, f"{prefix}, {title}: no {expect[title]!r}"
+        if title in FAMILY_VIEWS or title == "Models & speed":
+            name = prefix + "_" + title.split(" (")[0].lower().replace(" & ", "_and_")
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_new_families_through_the_file_inputs(server, tmp_path_factory):
+    """Checkpoints of the three new families uploaded through the real file inputs (issue #29): a PanopticFCN as A
+    beside a PointRend instance model as B, every page; then a MaskFormer replaces A, every page again. Each
+    family's own view shows it, and hides the other model with its reason."""
+    from playwright.sync_api import sync_playwright
+
+    import family_checkpoints
+
+    have = bundled_models()
+    if not {"fapn_r18_panoptic", "fpn_r18_maskformer"} <= set(have):
+        pytest.skip("bundled Panoptic FPN or MaskFormer pair missing")
+    out = tmp_path_factory.mktemp("families")
+    panopticfcn = family_checkpoints.panopticfcn(out, "fpn", "fpn")
+    pointrend = family_checkpoints.pointrend(out, have["fapn_r18_panoptic"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser, page = _open(pw, server)
+        files = page.locator('[data-testid="stSidebar"] input[type="file"]')
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        for k, path in enumerate((panopticfcn, pointrend)):
+            page.get_by_text("Upload checkpoint", exact=True).nth(k).click()
+            _settle(page)
+            files.nth(k).set_input_files(str(path))
+            sidebar.get_by_text(re.compile(re.escape(path.name) + " — ")).first.wait_for(timeout=120000)
+            _settle(page)
+        assert sidebar.locator('[data-testid="stAlert"]').filter(has_text="Model").count() == 0, "upload refused"
+        _visit_every_page(page, "fcn_pointrend", {
+            "Positions (PanopticFCN)": "B · fapn_r18_pointrend_rcnn is a", "Points (PointRend)": "A · fpn_r18_panopticfcn "
+            "is hidden here", "Compare": "Where A and B disagree (objects)"})
+        # a MaskFormer replaces A through the same file input
+        maskformer = have["fpn_r18_maskformer"]
+        files.nth(0).set_input_files(str(maskformer))
+        sidebar.get_by_text(re.compile(re.escape(maskformer.name) + " — ")).first.wait_for(timeout=120000)
+        _settle(page)
+        _visit_every_page(page, "maskformer_pointrend", {
+            "Queries (MaskFormer)": "B · fapn_r18_pointrend_rcnn is a", "Channels (FSM)": "neck has no FAM"})
         browser.close()

@@ -1,6 +1,6 @@
 """Many users at once against a real server (a short run of benchmarks/load_test.py): 8 concurrent Chromium
 sessions, each with its own image and ground truth, each shown the numbers of its own image — with the bundled
-semantic pair and with the bundled Panoptic FPN pair."""
+semantic pair, the bundled Panoptic FPN pair and the bundled MaskFormer pair (a family of issue #29)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ pytestmark = [
 
 
 # the semantic pair's run (the same server and caches, lighter models) is `slow`: `pytest -m slow tests/test_load.py`
-@pytest.mark.parametrize("pair", ["panoptic", pytest.param("semantic", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pair", ["panoptic", "maskformer", pytest.param("semantic", marks=pytest.mark.slow)])
 def test_eight_concurrent_users_each_get_their_own_result(pair):
-    from load_test import run
+    from load_test import PAIRS, run
 
-    if pair == "panoptic" and not {"fpn_r18_panoptic", "fapn_r18_panoptic"} <= set(bundled_models()):
-        pytest.skip("bundled Panoptic FPN pair missing")
+    if not set(PAIRS[pair]) <= set(bundled_models()):
+        pytest.skip(f"bundled {pair} pair missing from assets/models")
     out = run(users=8, requests=16, pair=pair)
     assert out["failures"] == 0, out["errors"]
     assert out["requests"] == 16

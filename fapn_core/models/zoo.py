@@ -4,8 +4,10 @@ Names are ``<neck>_<backbone>_<head>``: necks from :data:`fapn_core.models.necks
 ``r18 r34 r50 r101``, semantic heads ``semfpn pointrend`` and the detectron2 R-CNN family ``fasterrcnn maskrcnn
 panoptic`` (Panoptic FPN) ``pointrend_rcnn`` (Mask R-CNN with PointRend's mask head). MaskFormer (``maskformer``, a
 semantic head) takes the pixel decoders ``fpn`` (official) and ``fapn`` (FaPN-full's: FAM without FSM) on ``r50 r101
-swinl`` (and ``swint swins swinb``), with the official configs' defaults (ADE20K-150; R101: COCO-Stuff-10K-171). Any
-:class:`ModelConfig` field can be overridden by keyword.
+swinl`` (and ``swint swins swinb``, light ``r18 r34``), with the official configs' defaults (ADE20K-150; R101:
+COCO-Stuff-10K-171), and every other ablation neck as a pixel-decoder variant
+(:mod:`fapn_core.models.maskformer.pixel_decoder_variants`). Any :class:`ModelConfig` field can be overridden by
+keyword.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ _REGISTRY: dict[str, ModelConfig] = {
     f"{n}_{b}_{h}": _default_config(n, b, h)
     for n, b, h in itertools.product(NECKS, BACKBONES, HEADS + DETECTOR_HEADS)
 }
+# MaskFormer: every ablation neck as a pixel decoder (PIXEL_DECODERS = NECKS; ``fam`` is the same network as ``fapn``)
 _REGISTRY.update({f"{n}_{b}_maskformer": _maskformer_config(n, b)
                   for n, b in itertools.product(PIXEL_DECODERS, MASKFORMER_BACKBONES)})
 # PanopticFCN: the released configs at R50/R101; light R18/R34 variants trained from scratch here (BatchNorm, RGB

@@ -132,11 +132,17 @@ def key_figure(items: Sequence[tuple[RGB, str, str]], *, ncols: int = 3, row_hei
 
     n = len(items)
     rows = max(1, -(-n // ncols))
+
+    def edge(c: RGB, kind: str) -> str:  # a near-white fill (e.g. "in both masks") gets a grey edge to be seen
+        return "rgb(150,150,150)" if kind == "fill" and min(c) >= 220 else css(c)
+
     fig = go.Figure(go.Scatter(
         x=[i % ncols for i in range(n)], y=[i // ncols for i in range(n)], mode="markers+text",
         text=[t for _, _, t in items], textposition="middle right", hoverinfo="skip", textfont=dict(size=13),
         marker=dict(symbol=["square-open" if kind == "outline" else "square" for _, kind, _ in items], size=14,
-                    color=[css(c) for c, _, _ in items], line=dict(width=3, color=[css(c) for c, _, _ in items])),
+                    color=[css(c) for c, _, _ in items],
+                    line=dict(width=[1.5 if edge(c, k) != css(c) else 3 for c, k, _ in items],
+                              color=[edge(c, k) for c, k, _ in items])),
     ))
     fig.update_xaxes(visible=False, range=[-0.1, ncols])
     fig.update_yaxes(visible=False, range=[rows - 0.5, -0.5])

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from .pixel_decoder_variants import decoder_from_keys
+
 if TYPE_CHECKING:
     from ..zoo import ModelConfig
 
@@ -127,7 +129,9 @@ def infer_config(sd: Mapping[str, Any], shape: Callable[[str], tuple[int, ...]],
     from ..zoo import get_model_config
 
     keys = set(sd)
-    decoder = "fapn" if any(k.startswith("neck.align_") for k in keys) else "fpn"
+    decoder = decoder_from_keys(keys)
+    if decoder is None:
+        raise error("cannot infer the MaskFormer pixel decoder from its neck.adapter_1/align_1/extra_1 keys")
     n_dec = len({k.split(".")[4] for k in keys if k.startswith("head.transformer.decoder.layers.")})
     n_enc = len({k.split(".")[4] for k in keys if k.startswith("head.transformer.encoder.layers.")})
     hidden = shape("head.query_embed.weight")[1]
@@ -171,7 +175,7 @@ def infer_config(sd: Mapping[str, Any], shape: Callable[[str], tuple[int, ...]],
         if bottleneck:
             kw["width_per_group"] = shape("backbone.res2.0.conv1.weight")[0]
         base = "r101" if depth == 101 else "r50"
-    if decoder == "fapn":
+    if "neck.align_1.dcn.conv_offset_mask.weight" in keys:
         kw["deformable_groups"] = shape("neck.align_1.dcn.conv_offset_mask.weight")[0] // 27
     # MaskFormer's ResNet always has the stride in the 3×3 conv; keys cannot tell, the official configs say so
     return get_model_config(f"{decoder}_{base}_maskformer").replace(**kw)

@@ -1,6 +1,7 @@
-"""MaskFormer pixel decoders: the official plain one (``fpn``) and FaPN-full's (``fapn``: FAM without FSM).
+"""MaskFormer pixel decoders: the official plain one (``fpn``), FaPN-full's (``fapn``: FAM without FSM) and the
+other necks of FaPN's ablation table (:mod:`.pixel_decoder_variants`).
 
-Both take ``res2..res5`` and return the decoder levels ``{"p2": y1, …, "p5": y4}`` (``conv_dim`` channels at
+All take ``res2..res5`` and return the decoder levels ``{"p2": y1, …, "p5": y4}`` (``conv_dim`` channels at
 strides 4…32); ``mask_features(levels["p2"])`` gives the per-pixel embeddings the queries are dotted with. Module
 names follow the official ``BasePixelDecoder`` / ``BasePixelFANDecoder`` (``adapter_N``, ``layer_N``,
 ``mask_features``, ``align_N.offset``; only ``align_N.dcpack_L2`` is called ``align_N.dcn`` here, as in the
@@ -11,6 +12,8 @@ other FaPN necks), N = 1, 2, 3 for res2, res3, res4 and ``layer_4`` on res5.
 - plain: ``yN = layer_N(adapter_N(res) + nearest(y(N+1)))``.
 - FaPN: ``yN = layer_N(align_N(adapter_N(res), y(N+1)))`` with ``align_N`` = :class:`MaskFormerFeatureAlign`.
   One GroupNorm **object** is ``align_N.offset.norm`` and ``layer_N.norm`` (two state-dict keys, one parameter).
+- variants: ``yN = layer_N(extra_N(fuse(adapter_N(res), y(N+1))))`` with the lateral, fuse and extra convs of
+  :data:`~.pixel_decoder_variants.DECODER_SPECS` (an FSM/SE lateral is ``adapter_N``; a fuse module ``align_N``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from torch import nn
 from ..deform import ModulatedDeformConv
 from ..layers import Conv2dNorm, ShapeSpec, c2_xavier_fill, make_norm
 from ..necks import ConcatPointwise, Resize
+from .pixel_decoder_variants import DECODER_SPECS, MaskFormerDeconvFuse, make_adapter, make_extra_convs
 
-PIXEL_DECODERS = ("fpn", "fapn")
+PIXEL_DECODERS = tuple(DECODER_SPECS)
 _IN_FEATURES = ("res2", "res3", "res4", "res5")
 
 
@@ -45,27 +49,31 @@ class MaskFormerFeatureAlign(nn.Module):
     ``forward(feat_l, feat_s)``: ``feat_up = bilinear(feat_s → size of feat_l)`` (skipped when equal);
     ``offset_feat = offset(feat_l, feat_up)`` = GN(conv1x1(cat[feat_l, 2·feat_up])); output
     ``relu(DCN(feat_up; offsets from offset_feat)) + feat_l``. ``feat_l`` is the adapter's output.
+    ``reference=False`` (FAM† of the ablation): no ``offset`` conv, ``offset_feat = feat_up``.
     """
 
-    def __init__(self, channels: int, norm: nn.Module | None, *, deformable_groups: int = 8,
-                 dcn_impl: str = "auto") -> None:
+    def __init__(self, channels: int, norm: nn.Module | None, *, reference: bool = True,
+                 deformable_groups: int = 8, dcn_impl: str = "auto") -> None:
         super().__init__()
         self.upsample = Resize()
-        self.offset = NormedConcatPointwise(channels, channels, channels, norm)
-        c2_xavier_fill(self.offset)
+        self.reference = reference
+        if reference:
+            self.offset = NormedConcatPointwise(channels, channels, channels, norm)
+            c2_xavier_fill(self.offset)
         self.dcn = ModulatedDeformConv(channels, channels, 3, padding=1, deformable_groups=deformable_groups,
                                        impl=dcn_impl)
 
     def forward(self, feat_l: torch.Tensor, feat_s: torch.Tensor) -> torch.Tensor:
         feat_up = self.upsample(feat_s, tuple(feat_l.shape[-2:]))
-        out = F.relu(self.dcn(feat_up, self.offset(feat_l, feat_up)))
+        out = F.relu(self.dcn(feat_up, self.offset(feat_l, feat_up) if self.reference else feat_up))
         if torch.is_grad_enabled() and (out.requires_grad or feat_l.requires_grad):
             return out + feat_l
         return out.add_(feat_l)  # inference: in place into relu's fresh output
 
 
 class PixelDecoder(nn.Module):
-    """``BasePixelDecoder`` (``kind="fpn"``) or ``BasePixelFANDecoder`` (``kind="fapn"``); see module docstring."""
+    """``BasePixelDecoder`` (``kind="fpn"``), ``BasePixelFANDecoder`` (``kind="fapn"``) or an ablation variant
+    (``kind`` in :data:`PIXEL_DECODERS`); see module docstring."""
 
     def __init__(
         self,
@@ -84,7 +92,7 @@ class PixelDecoder(nn.Module):
         missing = [f for f in _IN_FEATURES if f not in input_shape]
         if missing:
             raise ValueError(f"pixel decoder needs backbone outputs res2..res5; missing {missing}")
-        self.kind, self.conv_dim, self.mask_dim = kind, conv_dim, mask_dim
+        self.kind, self.spec, self.conv_dim, self.mask_dim = kind, DECODER_SPECS[kind], conv_dim, mask_dim
         use_bias = norm == ""
         n_levels = len(_IN_FEATURES)
         for idx, name in enumerate(_IN_FEATURES):
@@ -94,20 +102,30 @@ class PixelDecoder(nn.Module):
                 c2_xavier_fill(layer)
                 self.add_module(f"layer_{idx + 1}", layer)
                 continue
-            adapter = Conv2dNorm(cin, conv_dim, 1, bias=use_bias, norm=norm)
-            c2_xavier_fill(adapter)
-            self.add_module(f"adapter_{idx + 1}", adapter)
+            self.add_module(f"adapter_{idx + 1}", make_adapter(self.spec.lateral, cin, conv_dim, norm))
             layer = Conv2dNorm(conv_dim, conv_dim, 3, padding=1, bias=use_bias, norm="", activation=F.relu)
             c2_xavier_fill(layer)
             output_norm = make_norm(norm, conv_dim)
-            if kind == "fapn":  # registered before layer_N: the shared GN's canonical name is align_N.offset.norm
-                self.add_module(f"align_{idx + 1}", MaskFormerFeatureAlign(
-                    conv_dim, output_norm, deformable_groups=deformable_groups, dcn_impl=dcn_impl))
+            # registered before layer_N: the shared GN's canonical name is align_N.offset.norm
+            self._add_fuse(idx + 1, output_norm, deformable_groups, dcn_impl)
+            if self.spec.extra_convs:
+                self.add_module(f"extra_{idx + 1}", make_extra_convs(self.spec.extra_convs, conv_dim, norm))
             layer.norm = output_norm
             self.add_module(f"layer_{idx + 1}", layer)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
         c2_xavier_fill(self.mask_features)
         self._strides = {f"p{i + 2}": input_shape[name].stride for i, name in enumerate(_IN_FEATURES)}
+
+    def _add_fuse(self, n: int, output_norm: nn.Module | None, deformable_groups: int, dcn_impl: str) -> None:
+        """``align_N`` of a FAM (sharing ``output_norm`` through its ``offset``) or deconv variant."""
+        fuse = self.spec.fuse
+        if fuse in ("fam", "fam_noref"):
+            reference = fuse == "fam"
+            self.add_module(f"align_{n}", MaskFormerFeatureAlign(
+                self.conv_dim, output_norm if reference else None, reference=reference,
+                deformable_groups=deformable_groups, dcn_impl=dcn_impl))
+        elif fuse == "deconv":
+            self.add_module(f"align_{n}", MaskFormerDeconvFuse(self.conv_dim))
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """The decoder levels ``p2..p5`` (``conv_dim`` channels each)."""
@@ -119,10 +137,12 @@ class PixelDecoder(nn.Module):
         out = {"p5": y}
         for n in (3, 2, 1):
             lat = getattr(self, f"adapter_{n}")(feats[f"res{n + 1}"])
-            if self.kind == "fapn":
-                fused = getattr(self, f"align_{n}")(lat, y)
-            else:
+            if self.spec.fuse == "sum":
                 fused = lat + F.interpolate(y, size=lat.shape[-2:], mode="nearest")
+            else:
+                fused = getattr(self, f"align_{n}")(lat, y)
+            if self.spec.extra_convs:
+                fused = getattr(self, f"extra_{n}")(fused)
             y = getattr(self, f"layer_{n}")(fused)
             out[f"p{n + 1}"] = y
         return {k: out[k] for k in sorted(out)}

@@ -65,8 +65,8 @@ def sample_image_features(
             size = torch.tensor([w, h], device=pts.device) / scale
             grid = (2.0 * (pts / size) - 1.0).to(fmap.dtype)
             per_map.append(F.grid_sample(fmap[i:i + 1], grid[None], align_corners=False)[0].transpose(0, 1))
-        out.append(torch.cat(per_map, dim=1))
-    return torch.cat(out)
+        out.append(per_map[0] if len(per_map) == 1 else torch.cat(per_map, dim=1))
+    return out[0] if len(out) == 1 else torch.cat(out)  # one image, one map: the view, not a copy
 
 
 def instance_uncertainty(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
