@@ -11,6 +11,7 @@
 | :func:`detection_compare_cached`: COCO matching A/B | model keys × image × AMP × GT key × categories | data |
 | :func:`agreement_cached`: objects only A / only B find | model keys × image × AMP × score threshold | data |
 | :func:`query_borders_cached`: MaskFormer segments A vs B | model keys × image × AMP | data |
+| :func:`refinements_cached`: PointRend refinements of objects | model × image × AMP × objects | data |
 | :func:`peak_match_cached`: PanopticFCN peaks only A / only B keeps | model keys × image × AMP × tolerance | data |
 | :func:`samples`, :func:`read_sample`: the gallery | sample name | data |
 | :func:`decode_upload`, :func:`decode_coco`: uploads | upload bytes (× limits / image size) | data |
@@ -130,6 +131,14 @@ def peak_match_cached(key_a: str, key_b: str, image_key: str, amp: bool, cells: 
     from fapn_core.viz.positions import kept_peaks, match_peaks
 
     return match_peaks(kept_peaks(_maps_a), kept_peaks(_maps_b), cells=cells)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def refinements_cached(handle_key: str, image_key: str, amp: bool, indices: tuple[int, ...], _det):
+    """``fapn_core.viz.points.refinements`` of these objects of one PointRend result (their crops by default)."""
+    from fapn_core.viz.points import refinements
+
+    return refinements(_det, list(indices))
 
 
 # ------------------------------------------------------------------------------------------------ images

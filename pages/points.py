@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import guards, sidebar, ui
+from app import cache, guards, sidebar, ui
 from fapn_core.metrics.detection_pair import detector_category_ids
 from fapn_core.viz import key_figure
 from fapn_core.viz.points import (
@@ -156,4 +156,5 @@ if guards.require_ready(ctx):
                 "model": k, "object": f"#{r.index}", "class": class_name(det, names, ids, r.index),
                 "score": round(float(det.scores[r.index]), 3), "final mask (px)": r.final_area,
                 "added (px)": r.added, "removed (px)": r.removed, "added (% of final)": round(100 * r.added_share, 2),
-                "removed (% of coarse)": round(100 * r.removed_share, 2)} for r in refinements(det, keep)]))
+                "removed (% of coarse)": round(100 * r.removed_share, 2)}
+                for r in cache.refinements_cached(handle.key, ctx.image_key, ctx.amp, tuple(keep), det)]))
