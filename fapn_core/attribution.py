@@ -242,18 +242,21 @@ def level_module(model: nn.Module, level: str) -> tuple[str, nn.Module]:
     ``"p2".."p5"``: the module whose output *is* that neck level: ``neck.output{L}`` (FPN: L = 2..5, FaPN:
     2..4), else ``neck.lateral{L}`` (FaPN's p5 is its 1×1 lateral conv; note that this tensor also feeds FaPN's
     top-down path, so its gradient includes effects through p4..p2, whereas FPN's ``output5`` feeds only the
-    head and p6). Any other string is a dotted submodule name, e.g. ``"neck.align3"`` (a FaPN FAM output).
+    head and p6), else ``neck.layer_{L-1}`` (a MaskFormer pixel decoder, whose levels reach its output only
+    through p2's mask features). Any other string is a dotted submodule name, e.g. ``"neck.align3"``.
     """
     if level in LEVELS:
         neck = getattr(model, "neck", None)
         if neck is None:
             raise ValueError("model has no .neck; pass a dotted module name as level")
         lvl = level[1:]
-        for name in (f"output{lvl}", f"lateral{lvl}"):
+        # MaskFormer's pixel decoder: level p{N+1} is the output of its layer_N (3×3 conv + norm + ReLU)
+        for name in (f"output{lvl}", f"lateral{lvl}", f"layer_{int(lvl) - 1}"):
             module = getattr(neck, name, None)
             if isinstance(module, nn.Module):
                 return f"neck.{name}", module
-        raise ValueError(f"neck {type(neck).__name__} has no output{lvl} or lateral{lvl} module for {level}")
+        raise ValueError(f"neck {type(neck).__name__} has no output{lvl}, lateral{lvl} or layer_{int(lvl) - 1} "
+                         f"module for {level}")
     try:
         return level, model.get_submodule(level)
     except AttributeError:

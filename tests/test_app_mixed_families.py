@@ -70,3 +70,33 @@ def test_mixed_pairs_render_every_page(pair, tmp_path):
     infos = " ".join(i.value for i in at.info)
     other = "B · fapn_r18_panoptic" if pair == "panopticfcn+panoptic_fpn" else "A · fpn_r18_maskformer"
     assert other in infos and "needs a PanopticFCN" in infos
+
+
+def test_maskformer_pair_attribution_and_dataset_like_the_library(tmp_path):
+    """The bundled MaskFormer pair on the pages that compute on demand: LayerGradCAM at p2 (the pixel decoder's
+    layer_1) for A and B without an error, and the Dataset page's mIoU equal to ``fapn_core.evaluation``."""
+    import numpy as np
+
+    from fapn_core.checkpoints import load_checkpoint
+    from fapn_core.data import open_dataset
+    from fapn_core.evaluation import ModelEntry, evaluate
+
+    at = apptest_helpers.app().run()
+    at.selectbox(key="bundled_a").set_value("fpn_r18_maskformer").run()
+    at.selectbox(key="bundled_b").set_value("fapn_r18_maskformer").run()
+    at.switch_page("../pages/attribution.py").run()
+    method = next(o for o in at.selectbox(key="att_method").options if "gradcam" in o.lower())
+    at.selectbox(key="att_method").set_value(method).run()
+    at.button(key="att_run").click().run()
+    apptest_helpers.no_errors(at)
+    assert len(at.image) >= 2  # A's and B's maps
+    at.switch_page("../pages/dataset.py").run()
+    at.number_input(key="ds_limit").set_value(2).run()
+    at.button(key="ds_run").click().run()
+    apptest_helpers.no_errors(at)
+    shown = next(d.value for d in at.dataframe if {"method", "mIoU"} <= set(d.value.columns))
+    entries = [ModelEntry(tag, *load_checkpoint(bundled_models()[name]))
+               for tag, name in (("A", "fpn_r18_maskformer"), ("B", "fapn_r18_maskformer"))]
+    report = evaluate(entries, open_dataset("synthetic:n=2,seed=2,size=256x512"), tmp_path, progress=False)
+    want = [r["mIoU"] for r in report.tables["ablation"]]
+    np.testing.assert_allclose(shown["mIoU"].to_numpy(float), want, atol=0.006)  # the page rounds to 2 decimals

@@ -371,3 +371,26 @@ def test_runs_under_inference_mode(models, image):
     with torch.inference_mode():
         r = attribute(models["fapn"], image, Target(1, pixel=(3, 3)), n_steps=2)
     assert np.isfinite(r.map).all() and np.abs(r.map).max() > 0
+
+
+def test_gradcam_on_a_maskformer_pixel_decoder_matches_hand_computation(image):
+    """MaskFormer's decoder levels are its ``layer_N`` outputs (p{N+1}); GradCAM on them is defined (issue #29:
+    Attribution for MaskFormer) and equals the hand computation on its ``sem_seg`` scores."""
+    torch.manual_seed(0)
+    model = build_model("fapn_r18_maskformer", num_classes=5, num_queries=10).eval()
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    for level, layer in zip(LEVELS, ("layer_1", "layer_2", "layer_3", "layer_4")):
+        name, module = level_module(model, level)
+        assert name == f"neck.{layer}"
+    name, module = level_module(model, "p2")
+    r = attribute(model, image, Target(3, box=(0, 0, 20, 20)), "gradcam", level="p2")
+    feats = {}
+    handle = module.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    try:
+        score = model(x)[0, 3, :20, :20].mean()
+    finally:
+        handle.remove()
+    (g,) = torch.autograd.grad(score, feats["a"])
+    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * feats["a"]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(64, 64), mode="bilinear", align_corners=False)[0, 0, :H, :W]
+    np.testing.assert_allclose(r.map, cam.detach().numpy(), rtol=1e-4, atol=1e-6 * float(cam.detach().abs().max()))
